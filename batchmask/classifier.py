@@ -1,0 +1,56 @@
+"""Mask classifier runtime: face crops -> probability of a mask, on ONNX Runtime (no TensorFlow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .models import verified_model
+
+CROP_MARGIN = 1.3  # square crop side = longest box side × margin, centred on the box
+
+
+def crop_faces(rgb: np.ndarray, boxes: np.ndarray, size: int, margin: float = CROP_MARGIN) -> np.ndarray:
+    """Square crops (N×size×size×3 uint8) around each box; borders replicate the edge.
+
+    Training crops and inference crops both come from here, so the classifier
+    always sees faces framed the same way.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    out = np.empty((len(boxes), size, size, 3), np.uint8)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        side = max(x2 - x1, y2 - y1, 1.0) * margin
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        s = size / side
+        m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float32)
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        out[i] = cv2.warpAffine(rgb, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+class MaskClassifier:
+    def __init__(self, model_dir: str | Path, threads: int = 1):
+        import onnxruntime as ort
+
+        path, meta = verified_model(Path(model_dir))
+        self.meta = meta
+        self.input_size = int(meta.get("input_size", 96))
+        self.margin = float(meta.get("crop_margin", CROP_MARGIN))
+        self.threshold = float(meta.get("threshold", 0.5))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Mask probabilities for uint8 crops already at the model's input size."""
+        if len(crops) == 0:
+            return np.zeros(0, np.float32)
+        (probs,) = self.session.run(None, {self.input_name: crops.astype(np.float32)})
+        return probs.reshape(len(crops), -1)[:, 0].astype(np.float32)
+
+    def predict(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        return self.predict_crops(crop_faces(rgb, boxes, self.input_size, self.margin))

@@ -1,0 +1,95 @@
+"""The local engine: a pool of worker processes on this machine.
+
+Processes receive paths, not pixels, load the models once (pool initializer)
+and get at most a few batches each in flight, so memory stays bounded however
+many photos are queued. A worker that dies (a decoder crash, the OOM killer)
+breaks the pool; the engine starts a new one, retries the photos that were in
+flight one by one, and turns a photo that kills a worker twice into an error.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from ..worker import WorkerConfig, init_worker, run_tasks
+
+Task = tuple[str, str]
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def crashed_result(task: Task) -> dict:
+    return {"image": task[1], "status": "error", "error": "worker process crashed while reading this photo", "ms": 0.0}
+
+
+class LocalEngine:
+    def __init__(self, config: WorkerConfig, workers: int | None = None, in_flight_per_worker: int = 2):
+        self.config = config
+        self.workers = workers or default_workers()
+        self.max_in_flight = self.workers * in_flight_per_worker
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "LocalEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        ctx = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker, initargs=(self.config,))
+
+    def close(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=not cancel, cancel_futures=True)
+            self._pool = None
+
+    def results(self, batches: Iterable[list[Task]]) -> Iterator[dict]:
+        batches = iter(batches)
+        retry: list[list[Task]] = []  # after a crash: photos retried alone, one at a time
+        pending: dict[Future, tuple[list[Task], bool]] = {}
+        exhausted = False
+        while True:
+            if self._pool is None:
+                self._pool = self._new_pool()
+            while len(pending) < self.max_in_flight:
+                if retry:
+                    if pending:
+                        break
+                    batch, alone = retry.pop(), True
+                elif not exhausted:
+                    batch, alone = next(batches, None), False
+                    if batch is None:
+                        exhausted = True
+                        continue
+                else:
+                    break
+                pending[self._pool.submit(run_tasks, batch)] = (batch, alone)
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                batch, alone = pending.pop(fut)
+                try:
+                    yield from fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if alone:
+                        yield crashed_result(batch[0])
+                    else:
+                        retry.extend([t] for t in reversed(batch))
+            if broken:
+                for batch, _alone in pending.values():
+                    retry.extend([t] for t in reversed(batch))
+                pending.clear()
+                self.close(cancel=True)

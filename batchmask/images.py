@@ -1,0 +1,114 @@
+"""Safe image decoding: size limits before allocation, EXIF orientation, reduced decode.
+
+Everything the engine reads goes through `load_image`, which returns RGB uint8
+pixels of the image *as displayed* (EXIF orientation applied) together with the
+displayed full-resolution size, so boxes can be reported in full-size pixels
+even when the pixels were decoded at a reduced size.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+DEFAULT_MAX_PIXELS = 100_000_000
+_ROTATING_ORIENTATIONS = {5, 6, 7, 8}
+
+Image.MAX_IMAGE_PIXELS = None  # our own limit is checked before any pixel is decoded
+
+
+class ImageError(Exception):
+    """A file that cannot be used as a photo; the message is the reason shown to users."""
+
+
+@dataclass
+class LoadedImage:
+    pixels: np.ndarray  # RGB uint8, as displayed, possibly reduced
+    width: int  # displayed full-resolution width
+    height: int
+    format: str
+
+    @property
+    def scale(self) -> float:
+        """Full-resolution pixels per decoded pixel."""
+        return self.width / self.pixels.shape[1]
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in EXTENSIONS
+
+
+def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, target_side: int | None = 1600) -> LoadedImage:
+    """Decode `path`; JPEGs larger than `target_side` are decoded at a reduced size via DCT scaling."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ImageError(f"cannot read file: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError("not a regular file")
+    if st.st_size == 0:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return _decode(im, max_pixels, target_side)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not a recognised image format") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image too large: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError) as e:
+        reason = str(e) or type(e).__name__
+        raise ImageError(f"corrupt or truncated image: {reason}") from None
+    except MemoryError:
+        raise ImageError("image too large to decode in memory") from None
+
+
+def _decode(im: Image.Image, max_pixels: int, target_side: int | None) -> LoadedImage:
+    fmt = im.format or "unknown"
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise ImageError("image has no pixels")
+    if w * h > max_pixels:
+        raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {max_pixels}")
+    orientation = 1
+    try:
+        orientation = int(im.getexif().get(0x0112, 1))
+    except Exception:
+        orientation = 1
+    if orientation in _ROTATING_ORIENTATIONS:
+        disp_w, disp_h = h, w
+    else:
+        disp_w, disp_h = w, h
+    if fmt == "JPEG" and target_side and max(w, h) > 2 * target_side:
+        # draft() picks the largest DCT scale (1/2, 1/4, 1/8) still >= the requested size
+        factor = target_side / max(w, h)
+        im.draft("RGB", (max(1, int(w * factor)), max(1, int(h * factor))))
+    if getattr(im, "is_animated", False):
+        im.seek(0)
+    im.load()
+    if orientation != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    if im.mode == "I;16" or im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = arr.max() if arr.size else 1.0
+        arr = (arr / (65535.0 if peak > 255 else 255.0) * 255.0).clip(0, 255).astype(np.uint8)
+        im = Image.fromarray(arr, "L")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    pixels = np.asarray(im, dtype=np.uint8)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ImageError("unsupported pixel layout")
+    return LoadedImage(np.ascontiguousarray(pixels), disp_w, disp_h, fmt)

@@ -1,0 +1,233 @@
+"""The cumulative outputs of a run folder, and the ledger that makes them crash-safe.
+
+OUTPUT/
+  faces.csv, faces.jsonl   one row per face
+  images.csv               one row per input photo
+  run.json                 the last run's config, versions, model hashes, counts, timings
+  .batchmask/ledger.jsonl  one line per committed photo: its rows and the byte
+                           length of each output file once they were appended
+
+Rows are appended to the three tables, flushed and fsynced, and only then the
+ledger lines are appended and fsynced: a photo is committed when its ledger
+line is complete. On open, each table is cut back to the length the last
+complete ledger line records (dropping rows of a run killed mid-write), or
+rebuilt from the ledger if it is shorter; so a kill at any moment loses
+nothing committed and duplicates nothing. Replacing the rows of changed photos
+rewrites all four files through temporary files and renames, ledger last.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .storage import atomic_write_text, fsync_dir
+
+STATE_DIR = ".batchmask"
+FACE_COLUMNS = ["image", "face", "x1", "y1", "x2", "y2", "det_score", "mask_score", "label", "run_id", "detector", "classifier"]
+IMAGE_COLUMNS = ["image", "status", "faces", "masked", "unmasked", "error", "ms", "width", "height", "run_id"]
+TABLES = ("faces.csv", "faces.jsonl", "images.csv")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class OutputBusyError(Exception):
+    """Another batchmask process holds this output folder."""
+
+
+def spreadsheet_safe(value):
+    """OWASP CSV-injection guard: text that a spreadsheet would run as a formula gets a leading quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv_line(values: list) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([spreadsheet_safe(v) for v in values])
+    return buf.getvalue()
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "backslashreplace")
+
+
+def render_rows(entry: dict) -> tuple[bytes, bytes, bytes]:
+    """The faces.csv, faces.jsonl and images.csv bytes of one ledger entry."""
+    img = entry["row"]
+    faces_csv, faces_jsonl = [], []
+    for face in entry["faces"]:
+        faces_csv.append(_csv_line([face.get(c, "") if face.get(c) is not None else "" for c in FACE_COLUMNS]))
+        faces_jsonl.append(json.dumps(face, ensure_ascii=False) + "\n")
+    images_csv = _csv_line([img.get(c, "") for c in IMAGE_COLUMNS])
+    return _encode("".join(faces_csv)), _encode("".join(faces_jsonl)), _encode(images_csv)
+
+
+HEADERS = {
+    "faces.csv": _encode(_csv_line(FACE_COLUMNS)),
+    "faces.jsonl": b"",
+    "images.csv": _encode(_csv_line(IMAGE_COLUMNS)),
+}
+
+
+class OutputStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.state = self.root / STATE_DIR
+        self.ledger_path = self.state / "ledger.jsonl"
+        self.entries: dict[str, dict] = {}
+        self._lock: FileLock | None = None
+        self._files: dict[str, io.BufferedWriter] = {}
+        self._ledger = None
+        self._pending: list[dict] = []
+        self._last_commit = time.monotonic()
+
+    # -- opening, locking, recovery ------------------------------------------------
+    def open(self) -> "OutputStore":
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        self._load_ledger()
+        self._repair_tables()
+        self._open_for_append()
+        return self
+
+    def _acquire_lock(self) -> None:
+        info = self.state / "lock.info"
+        self._lock = FileLock(str(self.state / "lock"))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            holder = info.read_text().strip() if info.exists() else "unknown process"
+            raise OutputBusyError(f"{self.root} is in use by another batchmask run ({holder})") from None
+        info.write_text(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+
+    def _load_ledger(self) -> None:
+        self.entries = {}
+        self._lengths = {t: len(HEADERS[t]) for t in TABLES}
+        if not self.ledger_path.exists():
+            return
+        good = 0
+        with open(self.ledger_path, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    break
+                self.entries[entry["row"]["image"]] = entry
+                self._lengths = entry["lengths"]
+                good += len(line)
+        if good != self.ledger_path.stat().st_size:
+            os.truncate(self.ledger_path, good)
+
+    def _repair_tables(self) -> None:
+        for table in TABLES:
+            path = self.root / table
+            want = self._lengths[table]
+            have = path.stat().st_size if path.exists() else -1
+            if have > want:
+                os.truncate(path, want)
+            elif have < want or have == -1:
+                self._rewrite(list(self.entries.values()))
+                return
+
+    def _open_for_append(self) -> None:
+        for table in TABLES:
+            path = self.root / table
+            if not path.exists():
+                atomic_write_text(path, HEADERS[table].decode())
+            self._files[table] = open(path, "ab")
+        self._ledger = open(self.ledger_path, "ab")
+
+    def close(self) -> None:
+        self.commit()
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        if self._ledger:
+            self._ledger.close()
+            self._ledger = None
+        if self._lock is not None:
+            (self.state / "lock.info").unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "OutputStore":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- what is done --------------------------------------------------------------
+    def is_current(self, rel: str, signature: list[int]) -> bool:
+        entry = self.entries.get(rel)
+        return entry is not None and entry.get("signature") == signature
+
+    def forget(self, rels: set[str]) -> None:
+        """Drop the rows of these photos (changed inputs, --force) before they are redone."""
+        rels = rels & self.entries.keys()
+        if not rels:
+            return
+        self.commit()
+        kept = [e for k, e in self.entries.items() if k not in rels]
+        for f in self._files.values():
+            f.close()
+        self._ledger.close()
+        self._rewrite(kept)
+        self._open_for_append()
+
+    def _rewrite(self, entries: list[dict]) -> None:
+        chunks = {t: [HEADERS[t]] for t in TABLES}
+        lengths = {t: len(HEADERS[t]) for t in TABLES}
+        ledger_lines = []
+        for entry in entries:
+            for table, data in zip(TABLES, render_rows(entry)):
+                chunks[table].append(data)
+                lengths[table] += len(data)
+            entry = dict(entry, lengths=dict(lengths))
+            ledger_lines.append(json.dumps(entry, ensure_ascii=True) + "\n")
+        for table in TABLES:
+            atomic_write_text(self.root / table, b"".join(chunks[table]).decode("utf-8"))
+        atomic_write_text(self.ledger_path, "".join(ledger_lines))
+        self.entries = {e["row"]["image"]: e for e in (json.loads(x) for x in ledger_lines)}
+        self._lengths = lengths
+
+    # -- appending -----------------------------------------------------------------
+    def add(self, entry: dict, max_pending: int = 64, max_delay: float = 1.0) -> None:
+        """Queue one photo's rows; they are committed in groups (fewer fsyncs)."""
+        self._pending.append(entry)
+        if len(self._pending) >= max_pending or time.monotonic() - self._last_commit >= max_delay:
+            self.commit()
+
+    def commit(self) -> None:
+        self._last_commit = time.monotonic()
+        if not self._pending:
+            return
+        lengths = dict(self._lengths)
+        ledger_lines = []
+        for entry in self._pending:
+            for table, data in zip(TABLES, render_rows(entry)):
+                self._files[table].write(data)
+                lengths[table] += len(data)
+            entry["lengths"] = dict(lengths)
+            ledger_lines.append(json.dumps(entry, ensure_ascii=True).encode() + b"\n")
+        for f in self._files.values():
+            f.flush()
+            os.fsync(f.fileno())
+        self._ledger.write(b"".join(ledger_lines))
+        self._ledger.flush()
+        os.fsync(self._ledger.fileno())
+        for entry in self._pending:
+            self.entries[entry["row"]["image"]] = entry
+        self._lengths = lengths
+        self._pending = []
+
+    def write_run_json(self, data: dict) -> None:
+        atomic_write_text(self.root / "run.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        fsync_dir(self.root)

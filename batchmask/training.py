@@ -1,0 +1,294 @@
+"""Training the mask classifier with TensorFlow/Keras and exporting it to ONNX.
+
+The only module that imports TensorFlow (the `train` extra). Workers load the
+exported ONNX file with ONNX Runtime. Crops are stored larger than the network
+input with the same framing as inference (`classifier.crop_faces`), so the
+augmentation can zoom and shift without inventing borders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .classifier import CROP_MARGIN
+from .datasets.splits import assign_split
+from .images import ImageError, is_image_name, load_image
+from .storage import atomic_write_text
+
+INPUT_SIZE = 96
+CLASSES = ("unmasked", "masked")  # index = label value; the output is P(masked)
+
+
+class TrainingError(Exception):
+    pass
+
+
+def _list_split(data: Path) -> dict[str, list[tuple[Path, int]]]:
+    """Files per split: DATA/{train,val[,test]}/{masked,unmasked} or DATA/{masked,unmasked}."""
+    def files(folder: Path, label: int) -> list[tuple[Path, int]]:
+        return sorted((p, label) for p in folder.rglob("*") if p.is_file() and is_image_name(p.name))
+
+    if (data / "train").is_dir():
+        splits = {}
+        for split in ("train", "val", "test"):
+            items = []
+            for label, name in enumerate(CLASSES):
+                if (data / split / name).is_dir():
+                    items += files(data / split / name, label)
+            splits[split] = items
+        if not splits["val"]:
+            raise TrainingError(f"{data}/val has no crops: a validation split is needed for early stopping")
+        return splits
+    if not any((data / name).is_dir() for name in CLASSES):
+        raise TrainingError(f"{data} has neither train/ and val/ nor masked/ and unmasked/ subfolders")
+    splits = {"train": [], "val": [], "test": []}
+    for label, name in enumerate(CLASSES):
+        for p, lab in files(data / name, label):
+            s = assign_split(p.relative_to(data).as_posix(), fractions=(0.85, 0.15, 0.0))
+            splits[s].append((p, lab))
+    return splits
+
+
+def _load(items: list[tuple[Path, int]], size: int) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    xs, ys = [], []
+    for path, label in items:
+        try:
+            img = load_image(str(path)).pixels
+        except ImageError:
+            continue
+        xs.append(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
+        ys.append(label)
+    return np.array(xs, np.uint8).reshape(-1, size, size, 3), np.array(ys, np.float32)
+
+
+def build_model(input_size: int = INPUT_SIZE):
+    import keras
+
+    base = keras.applications.MobileNetV3Small(
+        input_shape=(input_size, input_size, 3), alpha=0.75, include_top=False, weights=None,
+        pooling="avg", include_preprocessing=True, dropout_rate=0.0,
+    )
+    x = keras.layers.Dropout(0.25)(base.output)
+    out = keras.layers.Dense(1, activation="sigmoid", name="mask")(x)
+    return keras.Model(base.input, out, name="mask_classifier")
+
+
+def _augment(tf, stored: int, size: int, centre_frac: float):
+    lo, hi = centre_frac * 0.85, min(1.0, centre_frac * 1.15)
+
+    def fn(img, label):
+        img = tf.cast(img, tf.float32)
+        # zoom and shift: a random window around the inference framing, then resize
+        frac = tf.random.uniform([], lo, hi)
+        side = tf.cast(frac * stored, tf.int32)
+        img = tf.image.random_crop(img, [side, side, 3])
+        img = tf.image.resize(img, [size, size])
+        img = tf.image.random_flip_left_right(img)
+        img = tf.image.random_brightness(img, 40.0)
+        img = tf.image.random_contrast(img, 0.6, 1.4)
+        img = tf.image.random_saturation(img, 0.5, 1.5)
+        if_gray = tf.random.uniform([]) < 0.1
+        gray = tf.repeat(tf.image.rgb_to_grayscale(img), 3, axis=-1)
+        img = tf.where(if_gray, gray, img)
+        # low resolution (distant faces): downscale and back up
+        small = tf.random.uniform([], 12, size + 1, dtype=tf.int32)
+        lowres = tf.image.resize(tf.image.resize(img, [small, small]), [size, size])
+        img = tf.where(tf.random.uniform([]) < 0.3, lowres, img)
+        img = tf.clip_by_value(img, 0.0, 255.0)
+        return img, label
+
+    return fn
+
+
+def _centre(tf, stored: int, size: int, centre_frac: float):
+    margin = int(round(stored * (1 - centre_frac) / 2))
+
+    def fn(img, label):
+        img = tf.cast(img, tf.float32)[margin : stored - margin, margin : stored - margin]
+        return tf.image.resize(img, [size, size]), label
+
+    return fn
+
+
+def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    pos, neg = p[y == 1], p[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    pred = p >= threshold
+    masked, unmasked = y == 1, y == 0
+    return {
+        "n": int(len(y)),
+        "masked": int(masked.sum()),
+        "unmasked": int(unmasked.sum()),
+        "accuracy": float((pred == (y == 1)).mean()) if len(y) else float("nan"),
+        "tnr": float((~pred[unmasked]).mean()) if unmasked.any() else float("nan"),  # unmasked caught
+        "fnr": float((~pred[masked]).mean()) if masked.any() else float("nan"),  # masked flagged unmasked
+        "auc": _roc_auc(y, p),
+    }
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The threshold maximising balanced accuracy on validation (ties: closest to 0.5)."""
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    best = max(grid, key=lambda t: (0.5 * ((p[y == 1] >= t).mean() + (p[y == 0] < t).mean()), -abs(t - 0.5)))
+    return float(best)
+
+
+def _stored_size(x: np.ndarray) -> int:
+    return int(x.shape[1])
+
+
+def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int = 64, log=print) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    data, out = Path(data), Path(out)
+    splits = _list_split(data)
+    if not splits["train"]:
+        raise TrainingError(f"no training crops found under {data}")
+    labels_train = {lab for _, lab in splits["train"]}
+    if labels_train != {0, 1}:
+        raise TrainingError("training crops must include both masked and unmasked faces")
+    keras.utils.set_random_seed(seed)
+    stored = 128
+    summary_path = data / "summary.json"
+    dataset_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    # crops from `data build` carry a wider margin than inference uses; other crops are taken as framed
+    centre_frac = min(1.0, CROP_MARGIN / float(dataset_summary.get("crop_margin", CROP_MARGIN)))
+    t0 = time.time()
+    x_tr, y_tr = _load(splits["train"], stored)
+    x_va, y_va = _load(splits["val"], stored)
+    x_te, y_te = _load(splits["test"], stored) if splits["test"] else (None, None)
+    log(f"loaded {len(x_tr)} train / {len(x_va)} val crops in {time.time() - t0:.0f}s")
+
+    n_pos = float(y_tr.sum())
+    n_neg = float(len(y_tr) - n_pos)
+    class_weight = {0: len(y_tr) / (2 * n_neg), 1: len(y_tr) / (2 * n_pos)}
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_tr, y_tr))
+        .shuffle(len(x_tr), seed=seed, reshuffle_each_iteration=True)
+        .map(_augment(tf, stored, INPUT_SIZE, centre_frac), num_parallel_calls=2)
+        .batch(batch_size)
+        .prefetch(2)
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices((x_va, y_va)).map(_centre(tf, stored, INPUT_SIZE, centre_frac)).batch(256)
+
+    model = build_model(INPUT_SIZE)
+    steps = max(1, int(np.ceil(len(x_tr) / batch_size))) * epochs
+    lr = keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.05)
+    model.compile(keras.optimizers.Adam(lr), loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
+
+    class Log(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            log(f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.3f} "
+                f"val_loss {logs.get('val_loss', 0):.4f} val_acc {logs.get('val_accuracy', 0):.3f}")
+
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, callbacks=[stop, Log()], verbose=0)
+
+    def predict(x):
+        ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(len(x), np.float32))).map(_centre(tf, stored, INPUT_SIZE, centre_frac)).batch(256)
+        return model.predict(ds, verbose=0).reshape(-1)
+
+    p_va = predict(x_va)
+    threshold = choose_threshold(y_va, p_va)
+    metrics = {"val": binary_metrics(y_va, p_va, threshold), "val_at_0.5": binary_metrics(y_va, p_va, 0.5)}
+    if x_te is not None and len(x_te):
+        metrics["test"] = binary_metrics(y_te, predict(x_te), threshold)
+
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "model.onnx"
+    export_onnx(model, onnx_path, INPUT_SIZE)
+    _check_export(onnx_path, model, x_va[:16], stored, centre_frac)
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    meta = {
+        "name": "mask-classifier-mobilenetv3s",
+        "kind": "classifier",
+        "file": "model.onnx",
+        "sha256": digest,
+        "input_size": INPUT_SIZE,
+        "input": "NHWC float32 RGB 0..255",
+        "crop_margin": CROP_MARGIN,
+        "labels": list(CLASSES),
+        "output": "P(masked)",
+        "threshold": threshold,
+        "metrics": metrics,
+        "training": {
+            "data": str(data),
+            "counts": {s: len(v) for s, v in splits.items()},
+            "epochs_run": len(hist.get("loss", [])),
+            "epochs_max": epochs,
+            "seed": seed,
+            "batch_size": batch_size,
+            "architecture": "MobileNetV3Small alpha 0.75, from scratch, 96x96",
+            "tensorflow": tf.__version__,
+            "seconds": round(time.time() - t0, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        "history": hist,
+    }
+    if dataset_summary:
+        meta["training"]["dataset_summary"] = dataset_summary
+    atomic_write_text(out / "model.json", json.dumps(meta, indent=2) + "\n")
+    _plot_curves(hist, out / "training_curves.png")
+    return meta
+
+
+def export_onnx(model, path: Path, input_size: int) -> None:
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="input"),)
+    tmp = path.with_suffix(".onnx.tmp")
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(tmp))
+    tmp.replace(path)
+
+
+def _check_export(onnx_path: Path, model, x: np.ndarray, stored: int, centre_frac: float) -> None:
+    import cv2
+    import onnxruntime as ort
+
+    m = int(round(stored * (1 - centre_frac) / 2))
+    batch = np.stack([cv2.resize(i[m : stored - m, m : stored - m], (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR) for i in x]).astype(np.float32)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: batch})[0].reshape(-1)
+    want = model.predict(batch, verbose=0).reshape(-1)
+    if not np.allclose(got, want, atol=1e-3):
+        raise TrainingError(f"ONNX export differs from Keras (max diff {np.abs(got - want).max():.4f})")
+
+
+def _plot_curves(hist: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.plot(hist.get(key, []), label="train")
+        ax.plot(hist.get(f"val_{key}", []), label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,162 @@
+"""The per-photo work, run inside engine processes: decode -> detect -> classify -> annotate.
+
+Each worker process builds one `Worker` (models loaded once) from a picklable
+`WorkerConfig`, then handles batches of `(path, relpath)` tasks. Results are
+small dicts (boxes and scores, never pixels) sent back to the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .annotate import annotate
+from .classifier import MaskClassifier, crop_faces
+from .detector import DetectorConfig, RetinaFace
+from .faces import Faces
+from .images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from .storage import UnsafePathError, atomic_write_bytes, safe_join
+
+ANNOTATED_DIR = "annotated"
+_KEEP_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    detector_path: str
+    classifier_dir: str | None = None
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    threshold: float | None = None  # None: the model's own threshold
+    annotate_root: str | None = None  # OUTPUT/annotated, or None for --no-annotate
+    crops_root: str | None = None  # data build: where face crops are written
+    crop_size: int = 128
+    crop_margin: float = 1.3
+    crop_largest_only: bool = False
+    crop_pad: float = 0.0  # pad by this share of the side before detecting (tight crops)
+    crop_fallback_side: int = 0  # no face found in a photo this small: use the whole photo
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    threads: int = 1
+
+
+def annotated_name(rel: str) -> str:
+    """Annotated copies keep the input's name; formats not worth re-encoding become PNG."""
+    return rel if os.path.splitext(rel)[1].lower() in _KEEP_EXT else rel + ".png"
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        cv2.setNumThreads(1)
+        self.detector = RetinaFace(config.detector_path, config.detector, threads=config.threads)
+        self.classifier = MaskClassifier(config.classifier_dir, config.threads) if config.classifier_dir else None
+        if self.classifier is not None and config.threshold is None:
+            self.threshold = self.classifier.threshold
+        else:
+            self.threshold = 0.5 if config.threshold is None else config.threshold
+
+    def detect(self, rgb: np.ndarray) -> Faces:
+        pad = int(round(self.config.crop_pad * max(rgb.shape[:2])))
+        if pad:
+            padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(123, 117, 104))
+            faces = self.detector.detect(padded)
+            faces.boxes -= pad
+            faces.landmarks -= pad
+        else:
+            faces = self.detector.detect(rgb)
+        h, w = rgb.shape[:2]
+        if len(faces) == 0 and max(h, w) <= self.config.crop_fallback_side:
+            faces = Faces([[0, 0, w, h]], [0.0], np.zeros((1, 5, 2)))
+        if self.classifier is not None and len(faces):
+            faces.mask_scores = self.classifier.predict(rgb, faces.boxes)
+        return faces
+
+    def handle(self, tasks: list[tuple[str, str]]) -> list[dict]:
+        return [self.handle_one(path, rel) for path, rel in tasks]
+
+    def handle_one(self, path: str, rel: str) -> dict:
+        t0 = time.perf_counter()
+        result = {"image": rel, "status": "ok", "error": "", "width": 0, "height": 0, "pid": os.getpid()}
+        try:
+            img = load_image(path, self.config.max_pixels, target_side=self.config.detector.max_side)
+            result["width"], result["height"] = img.width, img.height
+            faces = self.detect(img.pixels)
+            labels = faces.labels(self.threshold)
+            if self.config.annotate_root:
+                self._write_annotated(rel, img.pixels, faces, labels)
+            if self.config.crops_root:
+                result["crops"] = self._write_crops(rel, img.pixels, faces)
+            full = faces.scaled(img.scale, img.height / img.pixels.shape[0])
+            result["faces"] = {
+                "boxes": np.round(full.boxes, 1).tolist(),
+                "det_scores": np.round(full.det_scores, 4).tolist(),
+                "landmarks": np.round(full.landmarks, 1).tolist(),
+                "mask_scores": [None if np.isnan(s) else round(float(s), 4) for s in full.mask_scores],
+                "labels": labels if self.classifier is not None else [],
+            }
+        except ImageError as e:
+            result.update(status="error", error=str(e))
+        except UnsafePathError as e:
+            result.update(status="error", error=str(e))
+        except OSError as e:
+            result.update(status="error", error=f"I/O error: {e.strerror or e}")
+        except Exception as e:  # a bug or a decoder failure must not end the run
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            result.update(status="error", error=f"internal error: {type(e).__name__}: {e} ({Path(tb.filename).name}:{tb.lineno})")
+        result["ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        return result
+
+    def _write_annotated(self, rel: str, rgb: np.ndarray, faces: Faces, labels: list[str]) -> None:
+        target = safe_join(self.config.annotate_root, annotated_name(rel))
+        drawn = annotate(rgb, faces, labels)
+        ext = target.suffix.lower()
+        params = [cv2.IMWRITE_JPEG_QUALITY, 90] if ext in (".jpg", ".jpeg") else []
+        ok, buf = cv2.imencode(ext if ext in _KEEP_EXT else ".png", drawn[:, :, ::-1], params)
+        if not ok:
+            raise OSError(f"could not encode annotated image as {ext}")
+        atomic_write_bytes(target, buf.tobytes(), durable=False)
+
+    def _write_crops(self, rel: str, rgb: np.ndarray, faces: Faces) -> list[dict]:
+        if len(faces) == 0:
+            return []
+        idx = np.arange(len(faces))
+        if self.config.crop_largest_only:
+            idx = [int(np.argmax(faces.widths * faces.det_scores))]
+        crops = crop_faces(rgb, faces.boxes[idx], self.config.crop_size, self.config.crop_margin)
+        written = []
+        for k, (i, crop) in enumerate(zip(idx, crops)):
+            name = f"{rel}.face{k}.jpg"
+            target = safe_join(self.config.crops_root, name)
+            ok, buf = cv2.imencode(".jpg", crop[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            atomic_write_bytes(target, buf.tobytes(), durable=False)
+            written.append({"crop": name, "width": float(faces.widths[i]), "det_score": float(faces.det_scores[i])})
+        return written
+
+
+_WORKER: Worker | None = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose driver died (SIGKILL, OOM) must not keep running as an orphan."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def init_worker(config: WorkerConfig) -> None:
+    """Process-pool initializer: load the models once per process."""
+    global _WORKER
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    _WORKER = Worker(config)
+
+
+def run_tasks(tasks: list[tuple[str, str]]) -> list[dict]:
+    assert _WORKER is not None, "init_worker was not called in this process"
+    return _WORKER.handle(tasks)

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from batchmask.images import ImageError, load_image
+from conftest import astronaut, jpeg_bytes
+
+# orientation -> the transform that, applied to the displayed image, gives the stored pixels
+STORED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, 1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, -1),
+}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_gives_the_displayed_image(tmp_path, orientation):
+    shown = astronaut()
+    path = tmp_path / f"o{orientation}.jpg"
+    path.write_bytes(jpeg_bytes(np.ascontiguousarray(STORED[orientation](shown)), orientation, quality=95))
+    img = load_image(str(path))
+    assert (img.width, img.height) == (shown.shape[1], shown.shape[0])
+    assert img.pixels.shape == shown.shape
+    assert np.abs(img.pixels.astype(int) - shown.astype(int)).mean() < 6
+
+
+def test_large_jpeg_is_decoded_reduced_but_reports_full_size(tmp_path):
+    big = np.asarray(Image.fromarray(astronaut()).resize((4096, 4096)))
+    path = tmp_path / "big.jpg"
+    path.write_bytes(jpeg_bytes(big))
+    img = load_image(str(path), target_side=1000)
+    assert (img.width, img.height) == (4096, 4096)
+    assert 1000 <= img.pixels.shape[1] < 4096
+    assert img.scale == pytest.approx(4096 / img.pixels.shape[1])
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "empty file"),
+        (b"<html>hello</html>", "not a recognised image format"),
+        (None, "corrupt or truncated"),
+    ],
+)
+def test_broken_files_raise_clear_reasons(tmp_path, content, reason):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(content if content is not None else jpeg_bytes(astronaut())[:2000])
+    with pytest.raises(ImageError, match=reason):
+        load_image(str(path))
+
+
+def test_pixel_limit_rejects_before_decoding(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (3000, 2000)).save(path)
+    with pytest.raises(ImageError, match="too large"):
+        load_image(str(path), max_pixels=1_000_000)
+
+
+def test_odd_modes_become_rgb(tmp_path):
+    rgb = astronaut()[:64, :64]
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.gif")
+    Image.fromarray(rgb).convert("LA").save(tmp_path / "la.png")
+    Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 257)).save(tmp_path / "g16.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    for name in ("p.gif", "la.png", "g16.png", "cmyk.jpg"):
+        img = load_image(str(tmp_path / name))
+        assert img.pixels.shape == (64, 64, 3) and img.pixels.dtype == np.uint8
+
+
+def test_fifo_is_rejected_without_opening(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    import os
+
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(str(fifo))
