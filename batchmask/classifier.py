@@ -13,7 +13,7 @@ CROP_MARGIN = 1.3  # square crop side = longest box side × margin, centred on t
 
 
 def crop_faces(rgb: np.ndarray, boxes: np.ndarray, size: int, margin: float = CROP_MARGIN) -> np.ndarray:
-    """Square crops (N×size×size×3 uint8) around each box; borders replicate the edge.
+    """Square crops (N×size×size×3 uint8) around each box; borders mirror the photo (no streaks).
 
     Training crops and inference crops both come from here, so the classifier
     always sees faces framed the same way.
@@ -26,7 +26,7 @@ def crop_faces(rgb: np.ndarray, boxes: np.ndarray, size: int, margin: float = CR
         s = size / side
         m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float32)
         interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        out[i] = cv2.warpAffine(rgb, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+        out[i] = cv2.warpAffine(rgb, m, (size, size), flags=interp, borderMode=cv2.BORDER_REFLECT_101)
     return out
 
 

@@ -76,6 +76,12 @@ def build_model(input_size: int = INPUT_SIZE):
         input_shape=(input_size, input_size, 3), alpha=0.75, include_top=False, weights=None,
         pooling="avg", include_preprocessing=True, dropout_rate=0.0,
     )
+    # Keras builds MobileNetV3 with BatchNorm momentum 0.999, meant for long ImageNet runs:
+    # after a few hundred steps from scratch its moving statistics are still near their
+    # initial values and inference-mode outputs are useless. 0.9 tracks the data quickly.
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
     x = keras.layers.Dropout(0.25)(base.output)
     out = keras.layers.Dense(1, activation="sigmoid", name="mask")(x)
     return keras.Model(base.input, out, name="mask_classifier")
@@ -142,6 +148,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
 
 def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The threshold maximising balanced accuracy on validation (ties: closest to 0.5)."""
+    if not (y == 1).any() or not (y == 0).any():
+        return 0.5
     grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
     best = max(grid, key=lambda t: (0.5 * ((p[y == 1] >= t).mean() + (p[y == 0] < t).mean()), -abs(t - 0.5)))
     return float(best)

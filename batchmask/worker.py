@@ -8,6 +8,7 @@ small dicts (boxes and scores, never pixels) sent back to the driver.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import traceback
@@ -153,6 +154,7 @@ def _exit_with_parent(parent: int) -> None:
 def init_worker(config: WorkerConfig) -> None:
     """Process-pool initializer: load the models once per process."""
     global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it drains and commits
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _WORKER = Worker(config)
 

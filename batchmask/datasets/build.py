@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -46,16 +47,19 @@ def build_dataset(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tasks, meta = [], {}
+    common = Path(os.path.commonpath([str(s.folder.resolve()) for s in sources])) if sources else Path()
     for src in sources:
+        tag = src.folder.resolve().relative_to(common).as_posix() if len(sources) > 1 else src.folder.resolve().name
+        tag = tag if tag != "." else src.folder.resolve().name
         files = [f for f in scan(src.folder) if not f.problem]
         if limit:
-            files = random.Random(f"{seed}:{src.folder.name}").sample(files, min(limit, len(files)))
+            files = random.Random(f"{seed}:{tag}").sample(files, min(limit, len(files)))
             files.sort(key=lambda f: f.rel)
         for f in files:
-            split = assign_split(group_key(src.folder.name, Path(f.rel).name), seed)
-            rel = f"{split}/{src.label}/{src.folder.name}/{f.rel}"
+            split = assign_split(group_key(tag, Path(f.rel).name), seed)
+            rel = f"{split}/{src.label}/{tag}/{f.rel}"
             tasks.append((f.path, rel))
-            meta[rel] = {"split": split, "label": src.label, "source": src.folder.name, "source_file": f.rel}
+            meta[rel] = {"split": split, "label": src.label, "source": tag, "source_file": f.rel}
     config = WorkerConfig(
         detector_path=str(default_detector_path()),
         detector=DetectorConfig(scales=(640,), score_threshold=0.3),

@@ -1,0 +1,154 @@
+"""`batchmask run` end to end, in subprocesses, on real files."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from batchmask.sinks import FACE_COLUMNS, IMAGE_COLUMNS
+from conftest import SAMPLES, batchmask
+
+EXIT_PARTIAL = 3
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_writes_every_output_and_lists_every_input_once(photo_tree, tmp_path):
+    out = tmp_path / "out"
+    r = batchmask("run", photo_tree, out, "--workers", "2", "--quiet")
+    assert r.returncode == EXIT_PARTIAL, r.stderr
+    assert "Traceback" not in r.stderr
+    images = {row["image"]: row for row in rows(out / "images.csv")}
+    assert set(images) == {
+        "astronaut.jpg", "cam1/surgical.JPG", "cam1/cloth.png", "cam1/day2/cat.jpeg", "cam1/day2/small.webp",
+        "broken/empty.jpg", "broken/truncated.jpg", "broken/notes.jpg",
+    }
+    assert list(rows(out / "images.csv")[0]) == IMAGE_COLUMNS
+    assert images["broken/empty.jpg"]["error"].startswith("empty file")
+    assert images["broken/notes.jpg"]["error"] == "not a recognised image format"
+    assert images["broken/truncated.jpg"]["status"] == "error"
+    assert images["cam1/day2/cat.jpeg"]["status"] == "ok" and images["cam1/day2/cat.jpeg"]["faces"] == "0"
+
+    faces = rows(out / "faces.csv")
+    assert list(faces[0]) == FACE_COLUMNS
+    by_image = {f["image"]: f for f in faces}
+    assert set(by_image) == {"astronaut.jpg", "cam1/surgical.JPG", "cam1/cloth.png", "cam1/day2/small.webp"}
+    assert by_image["astronaut.jpg"]["label"] == "unmasked"
+    assert by_image["cam1/surgical.JPG"]["label"] == "masked"
+    x1, y1, x2, y2 = (float(by_image["astronaut.jpg"][k]) for k in ("x1", "y1", "x2", "y2"))
+    assert 150 < x1 < x2 < 300 and 40 < y1 < y2 < 200
+
+    jsonl = [json.loads(line) for line in open(out / "faces.jsonl")]
+    assert len(jsonl) == len(faces) and all(len(j["landmarks"]) == 5 for j in jsonl)
+
+    for rel in ("astronaut.jpg", "cam1/surgical.JPG", "cam1/cloth.png", "cam1/day2/cat.jpeg", "cam1/day2/small.webp"):
+        assert (out / "annotated" / rel).is_file(), rel
+    assert not (out / "annotated" / "broken" / "empty.jpg").exists()
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["counts"]["this_run"]["processed"] == 8 and run["counts"]["this_run"]["errors"] == 3
+    assert len(run["models"]["classifier"]["sha256"]) == 64 and run["versions"]["onnxruntime"]
+    assert run["exit_code"] == EXIT_PARTIAL
+
+
+def test_second_run_adds_nothing_and_changed_inputs_replace_their_rows(photo_tree, tmp_path):
+    out = tmp_path / "out"
+    assert batchmask("run", photo_tree, out, "-q", "--no-annotate").returncode == EXIT_PARTIAL
+    before = {name: (out / name).read_bytes() for name in ("faces.csv", "faces.jsonl", "images.csv")}
+    r = batchmask("run", photo_tree, out, "-q", "--no-annotate")
+    assert r.returncode == EXIT_PARTIAL  # the broken files are still there and still rejected
+    assert "0 processed" in r.stderr
+    for name, data in before.items():
+        assert (out / name).read_bytes() == data, name
+    assert not (out / "annotated").exists()
+
+    # a changed photo is redone, its old rows replaced; a repaired file becomes ok
+    shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", photo_tree / "astronaut.jpg")
+    for bad in (photo_tree / "broken").iterdir():
+        bad.unlink()
+    r = batchmask("run", photo_tree, out, "-q", "--no-annotate")
+    assert r.returncode == 0, r.stderr
+    assert "1 processed" in r.stderr
+    images = rows(out / "images.csv")
+    assert sorted(i["image"] for i in images) == sorted(set(i["image"] for i in images))
+    astro = [f for f in rows(out / "faces.csv") if f["image"] == "astronaut.jpg"]
+    assert len(astro) == 1 and astro[0]["label"] == "masked"
+
+
+def test_force_redoes_everything_without_duplicates(photo_tree, tmp_path):
+    out = tmp_path / "out"
+    batchmask("run", photo_tree, out, "-q", "--no-annotate")
+    first = rows(out / "faces.csv")
+    r = batchmask("run", photo_tree, out, "-q", "--no-annotate", "--force")
+    assert "8 processed" in r.stderr
+    again = rows(out / "faces.csv")
+    assert len(again) == len(first)
+    assert {f["run_id"] for f in again} != {f["run_id"] for f in first}
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    r = batchmask("run", tmp_path / "missing", tmp_path / "out")
+    assert r.returncode == 2 and "input folder not found" in r.stderr and "Traceback" not in r.stderr
+    r = batchmask("run", tmp_path, tmp_path / "out", "--workers", "0")
+    assert r.returncode == 2
+    r = batchmask("run", tmp_path, tmp_path / "out", "--model", tmp_path / "nomodel")
+    assert r.returncode == 2 and "model directory not found" in r.stderr
+
+
+def test_corrupt_model_fails_with_a_clear_message(photo_tree, tmp_path):
+    from batchmask.models import default_classifier_dir
+
+    model = tmp_path / "model"
+    shutil.copytree(default_classifier_dir(), model)
+    with open(model / "model.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    r = batchmask("run", photo_tree, tmp_path / "out", "--model", model, "-q")
+    assert r.returncode == 1 and "does not match model.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(40):
+        name = ("astronaut.jpg", "masks/astronaut_surgical.jpg", "chelsea.jpg")[i % 3]
+        shutil.copy(SAMPLES / name, src / f"p{i:03d}.jpg")
+    reference = tmp_path / "reference"
+    assert batchmask("run", src, reference, "-q", "--no-annotate").returncode == 0
+
+    out = tmp_path / "out"
+    for delay in (2.5, 4.0):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchmask", "run", str(src), str(out), "-q", "--no-annotate"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    r = batchmask("run", src, out, "-q", "--no-annotate")
+    assert r.returncode == 0, r.stderr
+
+    def key(f):
+        return (f["image"], f["face"], f["x1"], f["y1"], f["x2"], f["y2"], f["label"])
+
+    got, want = rows(out / "faces.csv"), rows(reference / "faces.csv")
+    assert sorted(map(key, got)) == sorted(map(key, want))
+    assert sorted(i["image"] for i in rows(out / "images.csv")) == sorted(i["image"] for i in rows(reference / "images.csv"))
+    assert len([json.loads(x) for x in open(out / "faces.jsonl")]) == len(want)
+
+
+def test_output_inside_input_is_not_scanned(photo_tree):
+    out = photo_tree / "results"
+    batchmask("run", photo_tree, out, "-q")
+    r = batchmask("run", photo_tree, out, "-q")
+    assert "0 processed" in r.stderr
+    assert not any(i["image"].startswith("results/") for i in rows(out / "images.csv"))

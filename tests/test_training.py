@@ -1,0 +1,55 @@
+"""A tiny data build -> 1-epoch train -> run round trip (needs TensorFlow and ../shared/data)."""
+
+import csv
+import json
+
+import pytest
+
+from batchmask.classifier import MaskClassifier
+from conftest import SHARED_DATA, batchmask, needs_shared
+
+pytestmark = [needs_shared, pytest.mark.shared]
+
+
+def test_build_train_and_use_a_model(tmp_path, photo_tree):
+    pytest.importorskip("tensorflow", reason="training needs the 'train' extra")
+    data = tmp_path / "data"
+    r = batchmask(
+        "data", "build", "--unmasked", SHARED_DATA / "unmasked_faces", "--unmasked", SHARED_DATA / "vggface2_sample",
+        "--masked", SHARED_DATA / "masked_faces_real", "--out", data, "--limit", "40", "-q",
+    )
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(data / "metadata.csv")))
+    assert len(rows) >= 100 and {r["label"] for r in rows} == {"masked", "unmasked"}
+    vgg = [r for r in rows if r["source"] == "vggface2_sample"]
+    by_identity = {}
+    for r in vgg:
+        by_identity.setdefault(r["source_file"].split("/")[-1].split("_")[0], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_identity.values()), "an identity landed in two splits"
+    again = batchmask(
+        "data", "build", "--unmasked", SHARED_DATA / "unmasked_faces", "--unmasked", SHARED_DATA / "vggface2_sample",
+        "--masked", SHARED_DATA / "masked_faces_real", "--out", tmp_path / "data2", "--limit", "40", "-q",
+    )
+    assert again.returncode == 0
+    assert (tmp_path / "data2" / "metadata.csv").read_text() == (data / "metadata.csv").read_text()
+
+    model = tmp_path / "model"
+    r = batchmask("train", data, "--out", model, "--epochs", "1", "--batch-size", "32", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["training"]["epochs_run"] == 1 and 0 <= meta["threshold"] <= 1
+    assert (model / "training_curves.png").is_file()
+    clf = MaskClassifier(model)
+    assert clf.input_size == 96
+
+    out = tmp_path / "out"
+    r = batchmask("run", photo_tree, out, "--model", model, "-q")
+    assert r.returncode == 3, r.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert run["models"]["classifier"]["sha256"] == meta["sha256"]
+
+
+def test_train_rejects_a_folder_without_classes(tmp_path):
+    pytest.importorskip("tensorflow", reason="training needs the 'train' extra")
+    r = batchmask("train", tmp_path, "--out", tmp_path / "m")
+    assert r.returncode == 2 and "neither train/ and val/ nor masked/ and unmasked/" in r.stderr
