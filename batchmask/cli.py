@@ -57,9 +57,10 @@ def run(
 ) -> None:
     """Detect faces and masks in every photo under INPUT; write tables and annotated copies to OUTPUT."""
     from .images import ImageError  # noqa: F401  (fail fast on a broken install)
+    from .engine import EngineError
     from .models import ModelError
     from .runner import run_batch
-    from .sinks import OutputBusyError
+    from .sinks import OutputBusyError, OutputError
 
     if not input.is_dir():
         _fail(f"input folder not found: {input}", EXIT_USAGE)
@@ -67,6 +68,8 @@ def run(
         _fail(f"output exists and is not a folder: {output}", EXIT_USAGE)
     if model is not None and not model.is_dir():
         _fail(f"model directory not found: {model}", EXIT_USAGE)
+    if output.resolve() == input.resolve():
+        _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
     options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model) if model else None, annotate=not no_annotate, force=force)
 
     with _progress(quiet) as bar:
@@ -92,7 +95,7 @@ def run(
             summary = run_batch(input, output, options, on_event)
         except OutputBusyError as e:
             _fail(str(e), EXIT_BUSY)
-        except ModelError as e:
+        except (ModelError, OutputError, EngineError) as e:
             _fail(str(e))
         except OSError as e:
             _fail(f"{e.filename or output}: {e.strerror or e}")

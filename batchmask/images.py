@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # never EPS, PSD, ... (JPEG includes MPO)
 DEFAULT_MAX_PIXELS = 100_000_000
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 
@@ -57,10 +58,12 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, target_side: int
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with Image.open(path, formats=PILLOW_FORMATS) as im:
                 return _decode(im, max_pixels, target_side)
     except ImageError:
         raise
+    except PermissionError:
+        raise ImageError("cannot read file: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError("not a recognised image format") from None
     except Image.DecompressionBombError as e:

@@ -126,6 +126,8 @@ def run_batch(
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     with OutputStore(output_dir) as store:
+        if input_dir == output_dir:
+            raise ValueError("OUTPUT must be a different folder from INPUT")
         inputs = list(scan(input_dir, exclude=[output_dir]))
         summary.scanned = len(inputs)
         if options.force:

@@ -33,11 +33,16 @@ STATE_DIR = ".batchmask"
 FACE_COLUMNS = ["image", "face", "x1", "y1", "x2", "y2", "det_score", "mask_score", "label", "run_id", "detector", "classifier"]
 IMAGE_COLUMNS = ["image", "status", "faces", "masked", "unmasked", "error", "ms", "width", "height", "run_id"]
 TABLES = ("faces.csv", "faces.jsonl", "images.csv")
+RETRYABLE_ERRORS = ("cannot read", "I/O error")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class OutputBusyError(Exception):
     """Another batchmask process holds this output folder."""
+
+
+class OutputError(Exception):
+    """The output folder cannot be used safely (symbolic links in it, a failed write)."""
 
 
 def spreadsheet_safe(value):
@@ -86,9 +91,13 @@ class OutputStore:
         self._ledger = None
         self._pending: list[dict] = []
         self._last_commit = time.monotonic()
+        self._failed = False
 
     # -- opening, locking, recovery ------------------------------------------------
     def open(self) -> "OutputStore":
+        for path in (self.state, self.root / "annotated", self.root / "run.json", *(self.root / t for t in TABLES)):
+            if path.is_symlink():
+                raise OutputError(f"{path} is a symbolic link; batchmask only writes real files inside OUTPUT")
         self.state.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         self._load_ledger()
@@ -146,7 +155,8 @@ class OutputStore:
         self._ledger = open(self.ledger_path, "ab")
 
     def close(self) -> None:
-        self.commit()
+        if not self._failed:
+            self.commit()
         for f in self._files.values():
             f.close()
         self._files.clear()
@@ -166,8 +176,11 @@ class OutputStore:
 
     # -- what is done --------------------------------------------------------------
     def is_current(self, rel: str, signature: list[int]) -> bool:
+        """Already done for this version of the file (read errors are transient: retried)."""
         entry = self.entries.get(rel)
-        return entry is not None and entry.get("signature") == signature
+        if entry is None or entry.get("signature") != signature:
+            return False
+        return not entry["row"]["error"].startswith(RETRYABLE_ERRORS)
 
     def forget(self, rels: set[str]) -> None:
         """Drop the rows of these photos (changed inputs, --force) before they are redone."""
@@ -207,8 +220,16 @@ class OutputStore:
 
     def commit(self) -> None:
         self._last_commit = time.monotonic()
-        if not self._pending:
+        if not self._pending or self._failed:
             return
+        try:
+            self._commit()
+        except OSError as e:
+            # half-written rows stay beyond the committed lengths; the next open cuts them off
+            self._failed = True
+            raise OutputError(f"writing to {self.root} failed ({e.strerror or e}); rows committed so far are safe, run again to resume") from None
+
+    def _commit(self) -> None:
         lengths = dict(self._lengths)
         ledger_lines = []
         for entry in self._pending:

@@ -33,7 +33,14 @@ def scan(root: str | os.PathLike, exclude: list[str | os.PathLike] = ()) -> Iter
     """
     root = Path(root).resolve()
     skip = {Path(e).resolve() for e in exclude}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    if root in skip:
+        return
+    unreadable: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=False):
+        while unreadable:
+            e = unreadable.pop()
+            rel = Path(e.filename).relative_to(root).as_posix() if e.filename else "."
+            yield InputFile(str(e.filename), rel + "/", 0, 0, f"cannot read folder: {e.strerror}")
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in skip and not d.startswith(".batchmask"))
         for name in sorted(filenames):
@@ -50,3 +57,6 @@ def scan(root: str | os.PathLike, exclude: list[str | os.PathLike] = ()) -> Iter
                 yield InputFile(str(path), rel, 0, 0, "not a regular file (FIFO, socket or device)")
                 continue
             yield InputFile(str(path), rel, st.st_size, st.st_mtime_ns)
+    for e in unreadable:
+        rel = Path(e.filename).relative_to(root).as_posix() if e.filename else "."
+        yield InputFile(str(e.filename), rel + "/", 0, 0, f"cannot read folder: {e.strerror}")

@@ -5,6 +5,6 @@ iterator over per-photo result dicts in completion order. The local process
 pool is the default; other engines (Dask) implement the same interface.
 """
 
-from .local import LocalEngine
+from .local import EngineError, LocalEngine
 
-__all__ = ["LocalEngine"]
+__all__ = ["EngineError", "LocalEngine"]

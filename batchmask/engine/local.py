@@ -20,6 +20,10 @@ from ..worker import WorkerConfig, init_worker, run_tasks
 Task = tuple[str, str]
 
 
+class EngineError(RuntimeError):
+    """The engine cannot make progress (workers cannot start or keep dying)."""
+
+
 def default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -37,6 +41,7 @@ class LocalEngine:
         self.workers = workers or default_workers()
         self.max_in_flight = self.workers * in_flight_per_worker
         self._pool: ProcessPoolExecutor | None = None
+        self._fresh_pool_failures = 0
 
     def __enter__(self) -> "LocalEngine":
         return self
@@ -73,15 +78,24 @@ class LocalEngine:
                         continue
                 else:
                     break
-                pending[self._pool.submit(run_tasks, batch)] = (batch, alone)
+                try:
+                    pending[self._pool.submit(run_tasks, batch)] = (batch, alone)
+                except BrokenProcessPool:  # a worker died while the driver was busy
+                    retry.append(batch) if alone else retry.extend([t] for t in reversed(batch))
+                    break
             if not pending:
+                if retry:
+                    self._restart()
+                    continue
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             broken = False
             for fut in done:
                 batch, alone = pending.pop(fut)
                 try:
-                    yield from fut.result()
+                    results = fut.result()
+                    self._fresh_pool_failures = 0
+                    yield from results
                 except BrokenProcessPool:
                     broken = True
                     if alone:
@@ -92,4 +106,11 @@ class LocalEngine:
                 for batch, _alone in pending.values():
                     retry.extend([t] for t in reversed(batch))
                 pending.clear()
-                self.close(cancel=True)
+                self._restart()
+
+    def _restart(self) -> None:
+        """Replace a broken pool; give up when fresh pools keep dying before finishing any task."""
+        self.close(cancel=True)
+        self._fresh_pool_failures += 1
+        if self._fresh_pool_failures > 3:
+            raise EngineError("worker processes keep dying before finishing any photo (out of memory? broken install?)")
