@@ -37,6 +37,11 @@ class DetectorConfig:
     nms_iou: float = 0.4
     min_face: float = 8.0
     max_side: int = 1600
+    # reported boxes follow how people draw faces (forehead to chin), not RetinaFace's
+    # tighter boxes: width/height factors and centre shifts in units of the box,
+    # measured by bench/box_geometry.py; crops for the classifier use the raw boxes
+    box_scale: tuple[float, float] = (1.0, 1.0)
+    box_shift: tuple[float, float] = (0.0, 0.0)
 
 
 @lru_cache(maxsize=16)
@@ -98,6 +103,20 @@ class RetinaFace:
         faces = faces[faces.widths >= self.config.min_face]
         order = np.lexsort((faces.boxes[:, 0], faces.boxes[:, 1]))
         return faces[order]
+
+    def reported(self, faces: Faces, height: int, width: int) -> Faces:
+        """Faces with boxes converted to the annotation convention (see `box_scale`)."""
+        if len(faces) == 0:
+            return faces
+        b = faces.boxes
+        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        sx, sy = self.config.box_scale
+        dx, dy = self.config.box_shift
+        cx, cy = (b[:, 0] + b[:, 2]) / 2 + dx * w, (b[:, 1] + b[:, 3]) / 2 + dy * h
+        boxes = np.stack([cx - w * sx / 2, cy - h * sy / 2, cx + w * sx / 2, cy + h * sy / 2], 1)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+        return Faces(boxes, faces.det_scores, faces.landmarks, faces.mask_scores)
 
     def _detect_once(self, rgb: np.ndarray, factor: float) -> Faces:
         h, w = rgb.shape[:2]

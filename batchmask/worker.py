@@ -63,6 +63,11 @@ class Worker:
             self.threshold = 0.5 if config.threshold is None else config.threshold
 
     def detect(self, rgb: np.ndarray) -> Faces:
+        """Classified faces with boxes in the reported (annotation) convention."""
+        return self.detector.reported(self.detect_raw(rgb), *rgb.shape[:2])
+
+    def detect_raw(self, rgb: np.ndarray) -> Faces:
+        """Classified faces with the detector's own boxes (what the classifier crops from)."""
         pad = int(round(self.config.crop_pad * max(rgb.shape[:2])))
         if pad:
             padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(123, 117, 104))
@@ -87,12 +92,13 @@ class Worker:
         try:
             img = load_image(path, self.config.max_pixels, target_side=self.config.detector.max_side)
             result["width"], result["height"] = img.width, img.height
-            faces = self.detect(img.pixels)
+            raw = self.detect_raw(img.pixels)
+            faces = self.detector.reported(raw, *img.pixels.shape[:2])
             labels = faces.labels(self.threshold)
             if self.config.annotate_root:
                 self._write_annotated(rel, img.pixels, faces, labels)
             if self.config.crops_root:
-                result["crops"] = self._write_crops(rel, img.pixels, faces)
+                result["crops"] = self._write_crops(rel, img.pixels, raw)
             full = faces.scaled(img.scale, img.height / img.pixels.shape[0])
             result["faces"] = {
                 "boxes": np.round(full.boxes, 1).tolist(),

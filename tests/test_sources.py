@@ -1,0 +1,43 @@
+import os
+
+import pytest
+
+from batchmask.sources import scan
+
+
+def test_scan_finds_images_in_any_case_and_flags_non_files(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.JPG").write_bytes(b"1")
+    (tmp_path / "a" / "y.TiFf").write_bytes(b"1")
+    (tmp_path / "a" / "notes.txt").write_text("no")
+    (tmp_path / "dir.jpg").mkdir()  # a folder with an image name is a folder
+    (tmp_path / "dir.jpg" / "z.png").write_bytes(b"1")
+    os.symlink(tmp_path / "missing.jpg", tmp_path / "dangling.jpg")
+    os.symlink(tmp_path, tmp_path / "a" / "loop")  # a directory link loop is not followed
+    os.mkfifo(tmp_path / "pipe.png")
+    found = {f.rel: f for f in scan(tmp_path)}
+    assert set(found) == {"a/x.JPG", "a/y.TiFf", "dir.jpg/z.png", "dangling.jpg", "pipe.png"}
+    assert found["dangling.jpg"].problem == "broken symbolic link"
+    assert found["pipe.png"].problem.startswith("not a regular file")
+    assert found["a/x.JPG"].problem == "" and found["a/x.JPG"].size == 1
+
+
+def test_excluded_output_folder_is_not_scanned(tmp_path):
+    (tmp_path / "out" / "annotated").mkdir(parents=True)
+    (tmp_path / "out" / "annotated" / "p.jpg").write_bytes(b"1")
+    (tmp_path / "p.jpg").write_bytes(b"1")
+    assert [f.rel for f in scan(tmp_path, exclude=[tmp_path / "out"])] == ["p.jpg"]
+
+
+def test_unreadable_folder_becomes_a_problem_entry(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "p.jpg").write_bytes(b"1")
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as root: folder permissions are not enforced")
+        found = {f.rel: f for f in scan(tmp_path)}
+        assert found["locked/"].problem.startswith("cannot read folder")
+    finally:
+        locked.chmod(0o755)
