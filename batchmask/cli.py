@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build classifier datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> None:

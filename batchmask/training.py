@@ -160,10 +160,6 @@ def _stored_size(x: np.ndarray) -> int:
 
 
 def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int = 64, log=print) -> dict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
-
     data, out = Path(data), Path(out)
     splits = _list_split(data)
     if not splits["train"]:
@@ -171,6 +167,9 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     labels_train = {lab for _, lab in splits["train"]}
     if labels_train != {0, 1}:
         raise TrainingError("training crops must include both masked and unmasked faces")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
     keras.utils.set_random_seed(seed)
     stored = 128
     summary_path = data / "summary.json"
