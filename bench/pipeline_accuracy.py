@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import csv
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from batchmask.api import MaskDetector
+from batchmask.detector import DetectorConfig
 from batchmask.evaluation.matching import bucket_names, match, size_bucket
 
 
@@ -83,8 +85,14 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--model", default=None)
     ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--box", default=None, help="box_scale and box_shift: sx,sy,dx,dy (default: the detector's)")
     args = ap.parse_args()
-    det = MaskDetector(args.model, args.threshold, threads=2)
+    config = DetectorConfig()
+    if args.box:
+        sx, sy, dx, dy = map(float, args.box.split(","))
+        config = replace(config, box_scale=(sx, sy), box_shift=(dx, dy))
+    print(f"detector: {config}")
+    det = MaskDetector(args.model, args.threshold, detector=config, threads=2)
     print(f"mask threshold {det.threshold:.2f}")
     kaggle = Path(args.data) / "kaggle_andrewmvd_facemask"
     gt = load_gt(kaggle)
