@@ -12,7 +12,7 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.0) -> np.ndarray:
-    """A copy of `rgb` with each face boxed and labelled ("masked 0.97").
+    """A copy of `rgb` with each face boxed and labelled with its label's confidence ("masked 0.97").
 
     `scale` converts the face coordinates (full-size pixels) to `rgb` pixels.
     Line width and text size follow both the image size and the face size, so
@@ -27,7 +27,9 @@ def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.
         face_w = max(1, x2 - x1)
         thick = max(1, round(min(base / 400, face_w / 25)))
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
-        text = label if np.isnan(score) else f"{label} {score:.2f}"
+        # the confidence of the label shown: P(mask) for masked, 1 - P(mask) otherwise
+        confidence = score if label == "masked" else 1.0 - score
+        text = label if np.isnan(score) else f"{label} {confidence:.2f}"
         font_scale = float(np.clip(max(face_w / 120, base / 1600), 0.35, 3.0))
         (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, max(1, thick // 2))
         ty = y1 - baseline - 2 if y1 - th - baseline - 4 >= 0 else y2 + th + 2

@@ -101,10 +101,10 @@ class Worker:
                 result["crops"] = self._write_crops(rel, img.pixels, raw)
             full = faces.scaled(img.scale, img.height / img.pixels.shape[0])
             result["faces"] = {
-                "boxes": np.round(full.boxes, 1).tolist(),
-                "det_scores": np.round(full.det_scores, 4).tolist(),
-                "landmarks": np.round(full.landmarks, 1).tolist(),
-                "mask_scores": [None if np.isnan(s) else round(float(s), 4) for s in full.mask_scores],
+                "boxes": np.round(full.boxes.astype(np.float64), 1).tolist(),
+                "det_scores": np.round(full.det_scores.astype(np.float64), 4).tolist(),
+                "landmarks": np.round(full.landmarks.astype(np.float64), 1).tolist(),
+                "mask_scores": [None if np.isnan(s) else round(float(s), 4) for s in full.mask_scores.astype(np.float64)],
                 "labels": labels if self.classifier is not None else [],
             }
         except ImageError as e:
