@@ -44,39 +44,18 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
-@app.command()
-def run(
-    input: Path = typer.Argument(..., help="Folder of photos (scanned recursively)."),
-    output: Path = typer.Argument(..., help="Output folder; cumulative across runs."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Worker processes [default: all cores]."),
-    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Mask score at or above which a face is 'masked' [default: the model's]."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory [default: the shipped model]."),
-    no_annotate: bool = typer.Option(False, "--no-annotate", help="Do not write annotated copies."),
-    force: bool = typer.Option(False, "--force", help="Redo every photo, replacing its rows."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; one summary line."),
-) -> None:
-    """Detect faces and masks in every photo under INPUT; write tables and annotated copies to OUTPUT."""
-    from .images import ImageError  # noqa: F401  (fail fast on a broken install)
+def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bool):
+    """run_batch with a Rich progress bar (images/s, faces, rejected) and CLI error handling."""
+    import time
+
     from .engine import EngineError
     from .models import ModelError
     from .runner import run_batch
     from .sinks import OutputBusyError, OutputError
 
-    if not input.is_dir():
-        _fail(f"input folder not found: {input}", EXIT_USAGE)
-    if output.exists() and not output.is_dir():
-        _fail(f"output exists and is not a folder: {output}", EXIT_USAGE)
-    if model is not None and not model.is_dir():
-        _fail(f"model directory not found: {model}", EXIT_USAGE)
-    if output.resolve() == input.resolve():
-        _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
-    options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model) if model else None, annotate=not no_annotate, force=force)
-
     with _progress(quiet) as bar:
         task = bar.add_task("photos", total=None, rate="-", faces=0, rejected=0)
         state = {"faces": 0, "rejected": 0, "done": 0}
-        import time
-
         t0 = time.perf_counter()
 
         def on_event(event: str, data: dict) -> None:
@@ -92,13 +71,38 @@ def run(
                 bar.update(task, advance=1, rate=f"{rate:.1f}", faces=state["faces"], rejected=state["rejected"])
 
         try:
-            summary = run_batch(input, output, options, on_event)
+            return run_batch(input, output, options, on_event)
         except OutputBusyError as e:
             _fail(str(e), EXIT_BUSY)
         except (ModelError, OutputError, EngineError) as e:
             _fail(str(e))
         except OSError as e:
             _fail(f"{e.filename or output}: {e.strerror or e}")
+
+
+@app.command()
+def run(
+    input: Path = typer.Argument(..., help="Folder of photos (scanned recursively)."),
+    output: Path = typer.Argument(..., help="Output folder; cumulative across runs."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Worker processes [default: all cores]."),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Mask score at or above which a face is 'masked' [default: the model's]."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory [default: the shipped model]."),
+    no_annotate: bool = typer.Option(False, "--no-annotate", help="Do not write annotated copies."),
+    force: bool = typer.Option(False, "--force", help="Redo every photo, replacing its rows."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; one summary line."),
+) -> None:
+    """Detect faces and masks in every photo under INPUT; write tables and annotated copies to OUTPUT."""
+    if not input.is_dir():
+        _fail(f"input folder not found: {input}", EXIT_USAGE)
+    if output.exists() and not output.is_dir():
+        _fail(f"output exists and is not a folder: {output}", EXIT_USAGE)
+    if model is not None and not model.is_dir():
+        _fail(f"model directory not found: {model}", EXIT_USAGE)
+    if output.resolve() == input.resolve():
+        _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
+    options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model) if model else None, annotate=not no_annotate, force=force)
+
+    summary = _run_with_progress(input, output, options, quiet)
     line = (
         f"{summary.processed} processed ({summary.errors} rejected), {summary.skipped} unchanged, "
         f"{summary.faces} faces: {summary.masked} masked, {summary.unmasked} unmasked "
@@ -131,6 +135,57 @@ def train(
         _fail(str(e), EXIT_USAGE)
     m = result["metrics"]
     err.print(f"model written to {out}: val accuracy {m['val']['accuracy']:.3f}, threshold {result['threshold']:.2f}")
+
+
+@app.command()
+def evaluate(
+    images: Path = typer.Argument(..., help="Folder of annotated photos (names as in the ground truth)."),
+    boxes: Path = typer.Option(..., "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
+    out: Path = typer.Option(..., "--out", help="Report folder: report.md, report.html, metrics.json, PNG plots."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory [default: the shipped model]."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score these predictions (batchmask faces.jsonl or a peer's JSONL) instead of running the pipeline."),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Mask threshold [default: the model's; 0.5 for --predictions]."),
+    min_width: float = typer.Option(16.0, help="Faces narrower than this (px) are left out of the class table and TNR/FNR."),
+    title: str = typer.Option("batchmask evaluation", help="Report title."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Run the pipeline on annotated photos (or score given predictions) and write an evaluation report."""
+    try:
+        from .evaluation.groundtruth import GroundTruthError, load_ground_truth
+        from .evaluation.report import PredictionsError, load_predictions, write_report
+    except ImportError as e:
+        _fail(f"evaluate needs the 'eval' extra (pip install 'batchmask[eval]'): {e}")
+    if not images.is_dir():
+        _fail(f"images folder not found: {images}", EXIT_USAGE)
+    try:
+        load_ground_truth(boxes)
+    except GroundTruthError as e:
+        _fail(f"bad ground truth: {e}", EXIT_USAGE)
+    if predictions is not None:
+        if not predictions.is_file():
+            _fail(f"predictions file not found: {predictions}", EXIT_USAGE)
+        try:
+            preds = load_predictions(predictions)
+        except PredictionsError as e:
+            _fail(str(e), EXIT_USAGE)
+        source = f"Predictions from {predictions.name}"
+        used_threshold = 0.5 if threshold is None else threshold
+    else:
+        from .classifier import MaskClassifier
+        from .models import default_classifier_dir
+
+        model_dir = model or default_classifier_dir()
+        options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model_dir), annotate=False)
+        summary = _run_with_progress(images, out / "run", options, quiet)
+        preds = load_predictions(out / "run" / "faces.jsonl")
+        used_threshold = threshold if threshold is not None else MaskClassifier(model_dir).threshold
+        source = f"batchmask pipeline, classifier {model_dir.name} (run {summary.run_id})"
+    metrics = write_report(boxes, preds, out, used_threshold, title, source, min_width)
+    err.print(
+        f"TNR {metrics['tnr']:.3f}  FNR {metrics['fnr']:.3f}  recall>={min_width:g}px {metrics['recall']:.3f}  "
+        f"AP50 {metrics['ap50']:.3f}  false det/img {metrics['false_detections_per_image']:.2f} -> {out / 'report.html'}"
+    )
 
 
 @data_app.command("build")

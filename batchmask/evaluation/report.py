@@ -1,0 +1,168 @@
+"""`batchmask evaluate`: predictions (ours, run on the engine, or a peer's JSONL) scored
+against ground truth, written as metrics.json, report.md, report.html and PNG plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+
+from ..storage import atomic_write_text
+from .groundtruth import load_ground_truth
+from .metrics import Prediction, compute_metrics
+from .plots import recall_plot, roc_plot, sweep_plot
+
+
+class PredictionsError(Exception):
+    pass
+
+
+def load_predictions(path: Path) -> dict[str, list[Prediction]]:
+    """batchmask's faces.jsonl (one face a line) or a peer's JSONL (one image a line, `faces` list)."""
+    preds: dict[str, list[Prediction]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if "faces" in row and isinstance(row["faces"], list):
+                    faces = preds.setdefault(row["image"], [])
+                    for face in row["faces"]:
+                        mask = face.get("mask_prob", face.get("mask_score"))
+                        faces.append(Prediction(list(map(float, face["box"])), float(face["det_score"]), None if mask is None else float(mask)))
+                else:
+                    box = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
+                    mask = row.get("mask_score")
+                    preds.setdefault(row["image"], []).append(Prediction(box, float(row["det_score"]), None if mask is None else float(mask)))
+            except (ValueError, KeyError, TypeError) as e:
+                raise PredictionsError(f"{path}:{line_no}: not a prediction line ({type(e).__name__}: {e})") from None
+    return preds
+
+
+def _seed_table_md(metrics: dict) -> str:
+    t = metrics["table"]
+    rows = [
+        "| faces ≥ {w:g} px | ground truth | identified and classified correctly | identified but classified wrongly | not identified |".format(w=metrics["min_width"]),
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label in ("masked", "unmasked"):
+        r = t[label]
+        rows.append(f"| {label} | {r['ground_truth']} | {r['identified_correct']} | {r['identified_wrong']} | {r['not_identified']} |")
+    i = t["incorrect"]
+    rows.append(f"| mask worn incorrectly | {i['ground_truth']} | labelled masked: {i['labelled_masked']} | labelled unmasked: {i['labelled_unmasked']} | {i['not_identified']} |")
+    return "\n".join(rows)
+
+
+def _fmt(x) -> str:
+    return "–" if x is None or x != x else f"{x:.3f}"
+
+
+def render_markdown(metrics: dict, title: str, source: str) -> str:
+    buckets = metrics["recall_by_width"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{source}. {metrics['images']} images, {metrics['faces']['all']} annotated faces; mask threshold {metrics['threshold']:.2f}; "
+        "matching one-to-one at IoU > 0.5, highest detection score first.",
+        "",
+        "## Summary",
+        "",
+        f"| TNR | FNR | recall ≥ {metrics['min_width']:g} px | recall ≥ 32 px | recall, all sizes | precision | AP50 | false detections / image |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {_fmt(metrics['tnr'])} | {_fmt(metrics['fnr'])} | {_fmt(metrics['recall'])} | {_fmt(metrics['recall_ge32'])} | {_fmt(metrics['recall_all_sizes'])} | "
+        f"{_fmt(metrics['precision'])} | {_fmt(metrics['ap50'])} | {metrics['false_detections_per_image']:.2f} |",
+        "",
+        "TNR: unmasked faces caught (labelled unmasked) / all unmasked faces. FNR: masked faces labelled unmasked / all masked faces.",
+        "",
+        "## Per class",
+        "",
+        _seed_table_md(metrics),
+        "",
+        f"False detections (boxes matching no annotated face of any size): {metrics['false_detections']}, "
+        f"of which {metrics['false_detections_flagged_unmasked']} were labelled unmasked.",
+        "",
+        "## Detector recall by face width",
+        "",
+        "| width (px) | " + " | ".join(buckets) + " |",
+        "|---|" + "---:|" * len(buckets),
+        "| faces | " + " | ".join(str(v["faces"]) for v in buckets.values()) + " |",
+        "| recall | " + " | ".join(_fmt(v["recall"]) for v in buckets.values()) + " |",
+        "",
+        "![recall by width](recall_by_width.png)",
+        "",
+        "## ROC",
+        "",
+        f"Pipeline ROC AUC {_fmt(metrics['pipeline_roc']['auc'])} (missed faces count as predicted masked, as the seed did); "
+        f"classifier-only ROC AUC on matched faces {_fmt(metrics['classifier_roc']['auc'])}.",
+        "",
+        "![ROC](roc.png)",
+        "",
+        "## Threshold sweep",
+        "",
+        "| threshold | " + " | ".join(f"{s['threshold']:.2f}" for s in metrics["threshold_sweep"][::2]) + " |",
+        "|---|" + "---:|" * len(metrics["threshold_sweep"][::2]),
+        "| TNR | " + " | ".join(_fmt(s["tnr"]) for s in metrics["threshold_sweep"][::2]) + " |",
+        "| FNR | " + " | ".join(_fmt(s["fnr"]) for s in metrics["threshold_sweep"][::2]) + " |",
+        "",
+        "![threshold sweep](threshold_sweep.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_html(markdown_text: str, out: Path) -> str:
+    """A self-contained page: the report's tables and the plots embedded as data URIs."""
+    body = []
+    in_table = False
+    for line in markdown_text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-:"):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            name = line[line.index("(") + 1 : -1]
+            data = base64.b64encode((out / name).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#111;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}th{background:#f3f4f6}img{max-width:100%;margin:0.5em 0}"
+    )
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>batchmask evaluation</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def write_report(gt_path: Path, preds: dict[str, list[Prediction]], out: Path, threshold: float, title: str, source: str, min_width: float = 16.0) -> dict:
+    gt = load_ground_truth(gt_path)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = compute_metrics(gt, preds, threshold, min_width)
+    metrics["ground_truth"] = str(gt_path)
+    metrics["source"] = source
+    metrics["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    roc_plot(metrics, out / "roc.png")
+    recall_plot(metrics, out / "recall_by_width.png")
+    sweep_plot(metrics, out / "threshold_sweep.png")
+    md = render_markdown(metrics, title, source)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", render_html(md, out))
+    return metrics

@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+
+from batchmask.evaluation.groundtruth import GroundTruthError, load_ground_truth
+from batchmask.evaluation.metrics import Prediction, average_precision, compute_metrics
+from conftest import SHARED_DATA, batchmask, needs_shared
+
+
+def test_csv_ground_truth_and_errors_name_the_line(tmp_path):
+    good = tmp_path / "gt.csv"
+    good.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked\na.jpg,20,0,30,10,without_mask\n")
+    assert load_ground_truth(good) == {"a.jpg": [([0, 0, 10, 10], "masked"), ([20, 0, 30, 10], "unmasked")]}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked\nb.jpg,5,5,1,1,masked\n")
+    with pytest.raises(GroundTruthError, match=r"bad.csv:3: box must have x2 > x1"):
+        load_ground_truth(bad)
+    bad.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,hat\n")
+    with pytest.raises(GroundTruthError, match=r"bad.csv:2: unknown label 'hat'"):
+        load_ground_truth(bad)
+    bad.write_text("image,x1,y1,label\n")
+    with pytest.raises(GroundTruthError, match="missing column"):
+        load_ground_truth(bad)
+
+
+def test_voc_and_coco_ground_truth(tmp_path):
+    voc = tmp_path / "voc"
+    voc.mkdir()
+    (voc / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename><object><name>mask_weared_incorrect</name>"
+        "<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>11</xmax><ymax>12</ymax></bndbox></object></annotation>"
+    )
+    assert load_ground_truth(voc) == {"a.jpg": [([1, 2, 11, 12], "incorrect")]}
+    coco = tmp_path / "c.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+        "categories": [{"id": 7, "name": "with_mask"}],
+        "annotations": [{"image_id": 1, "category_id": 7, "bbox": [1, 2, 10, 10]}],
+    }))
+    assert load_ground_truth(coco) == {"a.jpg": [([1, 2, 11, 12], "masked")], "b.jpg": []}
+    (voc / "b.xml").write_text("<annotation><object>")
+    with pytest.raises(GroundTruthError, match="invalid XML"):
+        load_ground_truth(voc)
+
+
+def test_metrics_on_a_known_case():
+    gt = {
+        "a.jpg": [([0, 0, 40, 40], "masked"), ([100, 0, 140, 40], "unmasked"), ([200, 0, 240, 40], "unmasked")],
+        "b.jpg": [([0, 0, 40, 40], "incorrect"), ([50, 50, 60, 60], "masked")],
+    }
+    preds = {
+        "a.jpg": [
+            Prediction([1, 1, 40, 40], 0.99, 0.9),  # masked, right
+            Prediction([100, 0, 140, 41], 0.98, 0.8),  # unmasked, called masked: wrong
+            Prediction([300, 0, 340, 40], 0.6, 0.1),  # false detection, flagged unmasked
+        ],
+        "b.jpg": [Prediction([0, 0, 40, 40], 0.9, 0.2)],  # incorrect labelled unmasked
+    }
+    m = compute_metrics(gt, preds, threshold=0.5, min_width=16)
+    t = m["table"]
+    assert t["masked"] == {"ground_truth": 1, "identified_correct": 1, "identified_wrong": 0, "not_identified": 0}
+    assert t["unmasked"] == {"ground_truth": 2, "identified_correct": 0, "identified_wrong": 1, "not_identified": 1}
+    assert t["incorrect"]["labelled_unmasked"] == 1
+    assert m["tnr"] == 0.0 and m["fnr"] == 0.0
+    assert m["recall_all_sizes"] == pytest.approx(3 / 5) and m["recall"] == pytest.approx(3 / 4)
+    assert m["false_detections"] == 1 and m["false_detections_flagged_unmasked"] == 1
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["recall_by_width"]["<16"] == {"faces": 1, "found": 0, "recall": 0.0}
+
+
+def test_average_precision():
+    assert average_precision(np.array([0.9, 0.8]), np.array([True, True]), 2) == pytest.approx(1.0)
+    assert average_precision(np.array([0.9, 0.8]), np.array([False, True]), 2) == pytest.approx(0.25)
+
+
+@needs_shared
+def test_evaluate_command_on_the_webcam_set_and_on_peer_predictions(tmp_path):
+    pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
+    webcam = SHARED_DATA / "formatcom_webcam"
+    out = tmp_path / "report"
+    r = batchmask("evaluate", webcam / "images", "--boxes", webcam / "boxes.csv", "--out", out, "-q")
+    assert r.returncode == 0, r.stderr
+    for name in ("report.md", "report.html", "metrics.json", "roc.png", "recall_by_width.png", "threshold_sweep.png"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["images"] == 61 and m["faces"]["all"] == 63
+    assert m["recall"] > 0.85 and m["tnr"] > 0.7 and m["fnr"] < 0.2
+    assert "identified and classified correctly" in (out / "report.md").read_text()
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+
+    # our own faces.jsonl scored as predictions gives the same figures
+    again = tmp_path / "again"
+    r = batchmask("evaluate", webcam / "images", "--boxes", webcam / "boxes.csv", "--out", again,
+                  "--predictions", out / "run" / "faces.jsonl", "--threshold", str(m["threshold"]), "-q")
+    assert r.returncode == 0, r.stderr
+    m2 = json.loads((again / "metrics.json").read_text())
+    assert (m2["tnr"], m2["fnr"], m2["recall"]) == (m["tnr"], m["fnr"], m["recall"])
+
+
+def test_evaluate_rejects_bad_inputs(tmp_path):
+    gt = tmp_path / "gt.csv"
+    gt.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,x,10,masked\n")
+    r = batchmask("evaluate", tmp_path, "--boxes", gt, "--out", tmp_path / "r")
+    assert r.returncode == 2 and "gt.csv:2: box coordinates must be numbers" in r.stderr
+    r = batchmask("evaluate", tmp_path / "nope", "--boxes", gt, "--out", tmp_path / "r")
+    assert r.returncode == 2 and "images folder not found" in r.stderr
+    gt.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked\n")
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"image": "a.jpg", "x1": 1}\n')
+    r = batchmask("evaluate", tmp_path, "--boxes", gt, "--out", tmp_path / "r", "--predictions", preds)
+    assert r.returncode == 2 and "p.jsonl:1: not a prediction line" in r.stderr
