@@ -12,17 +12,24 @@ from .models import verified_model
 CROP_MARGIN = 1.3  # square crop side = longest box side × margin, centred on the box
 
 
-def crop_faces(rgb: np.ndarray, boxes: np.ndarray, size: int, margin: float = CROP_MARGIN) -> np.ndarray:
-    """Square crops (N×size×size×3 uint8) around each box; borders mirror the photo (no streaks).
+def crop_faces(rgb: np.ndarray, boxes: np.ndarray, size: int, margin: float = CROP_MARGIN, fit_inside: bool = False) -> np.ndarray:
+    """Square crops (N×size×size×3 uint8) around each box; borders mirror the photo.
 
     Training crops and inference crops both come from here, so the classifier
-    always sees faces framed the same way.
+    always sees faces framed the same way. `fit_inside` (data build) shrinks and
+    shifts the square to stay inside the photo instead: tight face crops have no
+    context to show, and mirrored borders would teach the model a kaleidoscope.
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    h, w = rgb.shape[:2]
     out = np.empty((len(boxes), size, size, 3), np.uint8)
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         side = max(x2 - x1, y2 - y1, 1.0) * margin
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        if fit_inside:
+            side = min(side, w, h)
+            cx = min(max(cx, side / 2), w - side / 2)
+            cy = min(max(cy, side / 2), h - side / 2)
         s = size / side
         m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float32)
         interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR

@@ -194,11 +194,13 @@ def data_build(
     masked: list[Path] = typer.Option(..., "--masked", help="Folder of masked faces or photos (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Dataset folder to write."),
     limit: int = typer.Option(0, min=0, help="Use at most N files per input folder (0: all)."),
-    seed: int = typer.Option(0, help="Seed for sampling and splits."),
+    seed: int = typer.Option(0, help="Seed for sampling, splits and masks."),
+    mask_share: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of unmasked faces given an artificial mask."),
+    incorrect_share: float = typer.Option(0.15, min=0.0, max=1.0, help="Share of artificial masks worn incorrectly (nose exposed, chin only)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Crop faces from raw photos into train/val/test sets with metadata.csv."""
+    """Crop faces from raw photos (artificially masking a share of the unmasked ones) into train/val/test sets."""
     from .datasets.build import BuildSource, build_dataset
 
     for folder in [*unmasked, *masked]:
@@ -217,7 +219,7 @@ def data_build(
                 state["bad"] += d["crops"] == 0
                 bar.update(task, advance=1, faces=state["crops"], rejected=state["bad"])
 
-        summary = build_dataset(sources, out, limit=limit, seed=seed, workers=workers, progress=on_event)
+        summary = build_dataset(sources, out, limit=limit, seed=seed, mask_share=mask_share, incorrect_share=incorrect_share, workers=workers, progress=on_event)
     err.print(f"{summary['crops']} crops from {summary['inputs']} files -> {out} {summary['by_split']}")
 
 

@@ -83,10 +83,11 @@ class Worker:
             faces.mask_scores = self.classifier.predict(rgb, faces.boxes)
         return faces
 
-    def handle(self, tasks: list[tuple[str, str]]) -> list[dict]:
-        return [self.handle_one(path, rel) for path, rel in tasks]
+    def handle(self, tasks: list[tuple]) -> list[dict]:
+        """Tasks are (path, relpath) or, for data build, (path, relpath, mask spec)."""
+        return [self.handle_one(*task) for task in tasks]
 
-    def handle_one(self, path: str, rel: str) -> dict:
+    def handle_one(self, path: str, rel: str, mask: dict | None = None) -> dict:
         t0 = time.perf_counter()
         result = {"image": rel, "status": "ok", "error": "", "width": 0, "height": 0, "pid": os.getpid()}
         try:
@@ -98,7 +99,7 @@ class Worker:
             if self.config.annotate_root:
                 self._write_annotated(rel, img.pixels, faces, labels)
             if self.config.crops_root:
-                result["crops"] = self._write_crops(rel, img.pixels, raw)
+                result["crops"] = self._write_crops(rel, img.pixels, raw, mask)
             full = faces.scaled(img.scale, img.height / img.pixels.shape[0])
             result["faces"] = {
                 "boxes": np.round(full.boxes.astype(np.float64), 1).tolist(),
@@ -129,13 +130,19 @@ class Worker:
             raise OSError(f"could not encode annotated image as {ext}")
         atomic_write_bytes(target, buf.tobytes(), durable=False)
 
-    def _write_crops(self, rel: str, rgb: np.ndarray, faces: Faces) -> list[dict]:
+    def _write_crops(self, rel: str, rgb: np.ndarray, faces: Faces, mask: dict | None) -> list[dict]:
         if len(faces) == 0:
             return []
         idx = np.arange(len(faces))
         if self.config.crop_largest_only:
             idx = [int(np.argmax(faces.widths * faces.det_scores))]
-        crops = crop_faces(rgb, faces.boxes[idx], self.config.crop_size, self.config.crop_margin)
+        if mask is not None:
+            if faces.det_scores[idx[0]] <= 0:
+                return []  # no landmarks to place a mask on (whole-photo fallback)
+            from .datasets.masks import draw_mask
+
+            rgb = draw_mask(rgb, faces.landmarks[idx[0]], mask["style"], mask["wear"], np.random.default_rng(mask["seed"]))
+        crops = crop_faces(rgb, faces.boxes[idx], self.config.crop_size, self.config.crop_margin, fit_inside=True)
         written = []
         for k, (i, crop) in enumerate(zip(idx, crops)):
             name = f"{rel}.face{k}.jpg"
@@ -165,6 +172,6 @@ def init_worker(config: WorkerConfig) -> None:
     _WORKER = Worker(config)
 
 
-def run_tasks(tasks: list[tuple[str, str]]) -> list[dict]:
+def run_tasks(tasks: list[tuple]) -> list[dict]:
     assert _WORKER is not None, "init_worker was not called in this process"
     return _WORKER.handle(tasks)

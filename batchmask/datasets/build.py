@@ -3,7 +3,10 @@
 Each raw file (a whole photo or a tight face crop) goes through the engine's
 detector (padded first, so a face that fills the frame is still found); the
 largest face is cropped exactly as the classifier will see it at inference.
-Output: DATA/{train,val,test}/{masked,unmasked}/*.jpg, metadata.csv, summary.json.
+A share of the unmasked faces get a procedural mask drawn from their landmarks
+first (`masks.py`): most worn correctly (label masked), some with the nose
+exposed or on the chin only (label incorrect, kept apart for the 3-label model).
+Output: DATA/{train,val,test}/{masked,unmasked,incorrect}/*.jpg, metadata.csv, summary.json.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..models import default_detector_path
 from ..sources import scan
 from ..storage import atomic_write_text
 from ..worker import WorkerConfig
+from .masks import STYLES, WEAR
 from .splits import assign_split, group_key
 
 CROP_SIZE = 128
@@ -35,11 +39,22 @@ class BuildSource:
     label: str  # masked | unmasked
 
 
+def mask_plan(key: str, seed: int, share: float, incorrect_share: float) -> dict | None:
+    """Whether (and how) an unmasked face gets an artificial mask: a deterministic draw per file."""
+    rng = random.Random(f"mask:{seed}:{key}")
+    if rng.random() >= share:
+        return None
+    wear = "correct" if rng.random() >= incorrect_share else rng.choice(WEAR[1:])
+    return {"style": rng.choice(STYLES), "wear": wear, "seed": rng.randrange(2**31)}
+
+
 def build_dataset(
     sources: list[BuildSource],
     out: str | Path,
     limit: int = 0,
     seed: int = 0,
+    mask_share: float = 0.5,
+    incorrect_share: float = 0.15,
     workers: int | None = None,
     progress: Callable[[str, dict], None] | None = None,
 ) -> dict:
@@ -57,9 +72,14 @@ def build_dataset(
             files.sort(key=lambda f: f.rel)
         for f in files:
             split = assign_split(group_key(tag, Path(f.rel).name), seed)
-            rel = f"{split}/{src.label}/{tag}/{f.rel}"
-            tasks.append((f.path, rel))
-            meta[rel] = {"split": split, "label": src.label, "source": tag, "source_file": f.rel}
+            plan = mask_plan(f"{tag}/{f.rel}", seed, mask_share, incorrect_share) if src.label == "unmasked" else None
+            label = src.label if plan is None else ("masked" if plan["wear"] == "correct" else "incorrect")
+            rel = f"{split}/{label}/{tag}/{f.rel}"
+            tasks.append((f.path, rel, plan))
+            meta[rel] = {
+                "split": split, "label": label, "source": tag, "source_file": f.rel,
+                "artificial": plan is not None, "mask_style": plan["style"] if plan else "", "wear": plan["wear"] if plan else "",
+            }
     config = WorkerConfig(
         detector_path=str(default_detector_path()),
         detector=DetectorConfig(scales=(640,), score_threshold=0.3),
@@ -85,7 +105,7 @@ def build_dataset(
                 rows.append({"crop": c["crop"], **m, "face_width": round(c["width"], 1), "det_score": round(c["det_score"], 3), "seed": seed})
             progress("image", {"status": result["status"], "crops": len(crops)})
     rows.sort(key=lambda r: r["crop"])
-    columns = ["crop", "split", "label", "source", "source_file", "face_width", "det_score", "seed"]
+    columns = ["crop", "split", "label", "source", "source_file", "artificial", "mask_style", "wear", "face_width", "det_score", "seed"]
     with open(out / "metadata.csv.tmp", "w", newline="") as f:
         w = csv.DictWriter(f, columns)
         w.writeheader()
@@ -95,7 +115,10 @@ def build_dataset(
     summary = {
         "inputs": len(tasks),
         "crops": len(rows),
-        "by_split": {s: {lab: counts[(s, lab)] for lab in ("masked", "unmasked")} for s in ("train", "val", "test")},
+        "by_split": {s: {lab: counts[(s, lab)] for lab in ("masked", "unmasked", "incorrect")} for s in ("train", "val", "test")},
+        "artificial": dict(Counter(f"{r['mask_style']}/{r['wear']}" for r in rows if r["artificial"])),
+        "mask_share": mask_share,
+        "incorrect_share": incorrect_share,
         "skipped": dict(failures),
         "seed": seed,
         "crop_size": CROP_SIZE,
