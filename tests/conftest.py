@@ -54,6 +54,10 @@ def photo_tree(tmp_path) -> Path:
     img = Image.open(SAMPLES / "masks" / "astronaut_cloth.jpg")
     img.save(root / "cam1" / "cloth.png")
     img.resize((256, 256)).save(root / "cam1" / "day2" / "small.webp")
+    frames = [img.resize((200, 200)), Image.new("RGB", (200, 200), "white")]
+    frames[0].save(root / "cam1" / "anim.GIF", save_all=True, append_images=frames[1:], duration=100)
+    img.save(root / "cam1" / "scan.tiff")
+    Image.open(SAMPLES / "chelsea.jpg").save(root / "cat.bmp")
     (root / "broken").mkdir()
     (root / "broken" / "empty.jpg").write_bytes(b"")
     (root / "broken" / "truncated.jpg").write_bytes((SAMPLES / "astronaut.jpg").read_bytes()[:3000])

@@ -31,6 +31,7 @@ def test_run_writes_every_output_and_lists_every_input_once(photo_tree, tmp_path
     assert set(images) == {
         "astronaut.jpg", "cam1/surgical.JPG", "cam1/cloth.png", "cam1/day2/cat.jpeg", "cam1/day2/small.webp",
         "broken/empty.jpg", "broken/truncated.jpg", "broken/notes.jpg",
+        "cam1/anim.GIF", "cam1/scan.tiff", "cat.bmp",
     }
     assert list(rows(out / "images.csv")[0]) == IMAGE_COLUMNS
     assert images["broken/empty.jpg"]["error"].startswith("empty file")
@@ -41,7 +42,7 @@ def test_run_writes_every_output_and_lists_every_input_once(photo_tree, tmp_path
     faces = rows(out / "faces.csv")
     assert list(faces[0]) == FACE_COLUMNS
     by_image = {f["image"]: f for f in faces}
-    assert set(by_image) == {"astronaut.jpg", "cam1/surgical.JPG", "cam1/cloth.png", "cam1/day2/small.webp"}
+    assert set(by_image) == {"astronaut.jpg", "cam1/surgical.JPG", "cam1/cloth.png", "cam1/day2/small.webp", "cam1/anim.GIF", "cam1/scan.tiff"}
     assert by_image["astronaut.jpg"]["label"] == "unmasked"
     assert by_image["cam1/surgical.JPG"]["label"] == "masked"
     x1, y1, x2, y2 = (float(by_image["astronaut.jpg"][k]) for k in ("x1", "y1", "x2", "y2"))
@@ -50,12 +51,12 @@ def test_run_writes_every_output_and_lists_every_input_once(photo_tree, tmp_path
     jsonl = [json.loads(line) for line in open(out / "faces.jsonl")]
     assert len(jsonl) == len(faces) and all(len(j["landmarks"]) == 5 for j in jsonl)
 
-    for rel in ("astronaut.jpg", "cam1/surgical.JPG", "cam1/cloth.png", "cam1/day2/cat.jpeg", "cam1/day2/small.webp"):
+    for rel in ("astronaut.jpg", "cam1/surgical.JPG", "cam1/cloth.png", "cam1/day2/cat.jpeg", "cam1/day2/small.webp", "cam1/anim.GIF.png", "cam1/scan.tiff", "cat.bmp"):
         assert (out / "annotated" / rel).is_file(), rel
     assert not (out / "annotated" / "broken" / "empty.jpg").exists()
 
     run = json.loads((out / "run.json").read_text())
-    assert run["counts"]["this_run"]["processed"] == 8 and run["counts"]["this_run"]["errors"] == 3
+    assert run["counts"]["this_run"]["processed"] == 11 and run["counts"]["this_run"]["errors"] == 3
     assert len(run["models"]["classifier"]["sha256"]) == 64 and run["versions"]["onnxruntime"]
     assert run["exit_code"] == EXIT_PARTIAL
 
@@ -89,7 +90,7 @@ def test_force_redoes_everything_without_duplicates(photo_tree, tmp_path):
     batchmask("run", photo_tree, out, "-q", "--no-annotate")
     first = rows(out / "faces.csv")
     r = batchmask("run", photo_tree, out, "-q", "--no-annotate", "--force")
-    assert "8 processed" in r.stderr
+    assert "11 processed" in r.stderr
     again = rows(out / "faces.csv")
     assert len(again) == len(first)
     assert {f["run_id"] for f in again} != {f["run_id"] for f in first}
