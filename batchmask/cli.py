@@ -89,6 +89,7 @@ def run(
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory [default: the shipped model]."),
     no_annotate: bool = typer.Option(False, "--no-annotate", help="Do not write annotated copies."),
     force: bool = typer.Option(False, "--force", help="Redo every photo, replacing its rows."),
+    timeout: float = typer.Option(120.0, min=0.0, help="Seconds allowed per photo before it becomes an error row (0: no limit)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; one summary line."),
 ) -> None:
     """Detect faces and masks in every photo under INPUT; write tables and annotated copies to OUTPUT."""
@@ -100,7 +101,7 @@ def run(
         _fail(f"model directory not found: {model}", EXIT_USAGE)
     if output.resolve() == input.resolve():
         _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
-    options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model) if model else None, annotate=not no_annotate, force=force)
+    options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model) if model else None, annotate=not no_annotate, force=force, timeout=timeout or None)
 
     summary = _run_with_progress(input, output, options, quiet)
     line = (

@@ -36,6 +36,7 @@ class RunOptions:
     model_dir: str | None = None
     annotate: bool = True
     force: bool = False
+    timeout: float | None = 120.0
     batch_size: int = 4
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
@@ -123,6 +124,7 @@ def run_batch(
         detector=options.detector,
         threshold=options.threshold,
         annotate_root=str(output_dir / ANNOTATED_DIR) if options.annotate else None,
+        timeout=options.timeout,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     with OutputStore(output_dir) as store:
@@ -182,6 +184,7 @@ def run_batch(
                 "annotate": options.annotate,
                 "force": options.force,
                 "batch_size": options.batch_size,
+                "timeout": options.timeout,
                 "detector": asdict(options.detector),
                 "model_dir": str(classifier_dir),
             },

@@ -44,6 +44,7 @@ class WorkerConfig:
     crop_fallback_side: int = 0  # no face found in a photo this small: use the whole photo
     max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int = 1
+    timeout: float | None = None  # seconds per photo
 
 
 def annotated_name(rel: str) -> str:
@@ -51,9 +52,19 @@ def annotated_name(rel: str) -> str:
     return rel if os.path.splitext(rel)[1].lower() in _KEEP_EXT else rel + ".png"
 
 
+class PhotoTimeout(BaseException):
+    """Raised by SIGALRM; a BaseException so no `except Exception` on the way swallows it."""
+
+
+def _on_alarm(signum, frame):
+    raise PhotoTimeout()
+
+
 class Worker:
     def __init__(self, config: WorkerConfig):
         self.config = config
+        if config.timeout and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGALRM, _on_alarm)
         cv2.setNumThreads(1)
         self.detector = RetinaFace(config.detector_path, config.detector, threads=config.threads)
         self.classifier = MaskClassifier(config.classifier_dir, config.threads) if config.classifier_dir else None
@@ -90,7 +101,11 @@ class Worker:
     def handle_one(self, path: str, rel: str, mask: dict | None = None) -> dict:
         t0 = time.perf_counter()
         result = {"image": rel, "status": "ok", "error": "", "width": 0, "height": 0, "pid": os.getpid()}
+        timer = bool(self.config.timeout) and threading.current_thread() is threading.main_thread()
         try:
+            if timer:
+                # soft limit: raised at the next Python step; the engine kills a worker stuck in C code
+                signal.setitimer(signal.ITIMER_REAL, self.config.timeout)
             img = load_image(path, self.config.max_pixels, target_side=self.config.detector.max_side)
             result["width"], result["height"] = img.width, img.height
             raw = self.detect_raw(img.pixels)
@@ -108,6 +123,8 @@ class Worker:
                 "mask_scores": [None if np.isnan(s) else round(float(s), 4) for s in full.mask_scores.astype(np.float64)],
                 "labels": labels if self.classifier is not None else [],
             }
+        except PhotoTimeout:
+            result = {**result, "status": "error", "error": f"timed out after {self.config.timeout:g} s", "faces": None, "crops": None}
         except ImageError as e:
             result.update(status="error", error=str(e))
         except UnsafePathError as e:
@@ -117,6 +134,9 @@ class Worker:
         except Exception as e:  # a bug or a decoder failure must not end the run
             tb = traceback.extract_tb(e.__traceback__)[-1]
             result.update(status="error", error=f"internal error: {type(e).__name__}: {e} ({Path(tb.filename).name}:{tb.lineno})")
+        finally:
+            if timer:
+                signal.setitimer(signal.ITIMER_REAL, 0)
         result["ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return result
 

@@ -153,3 +153,18 @@ def test_output_inside_input_is_not_scanned(photo_tree):
     r = batchmask("run", photo_tree, out, "-q")
     assert "0 processed" in r.stderr
     assert not any(i["image"].startswith("results/") for i in rows(out / "images.csv"))
+
+
+def test_a_photo_over_the_time_limit_becomes_an_error_row(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (8000, 6000), (120, 110, 100)).save(src / "slow.png", compress_level=1)
+    shutil.copy(SAMPLES / "chelsea.jpg", src / "quick.jpg")
+    out = tmp_path / "out"
+    r = batchmask("run", src, out, "-q", "--no-annotate", "--timeout", "0.25", "--workers", "1")
+    assert r.returncode == EXIT_PARTIAL, r.stderr
+    images = {i["image"]: i for i in rows(out / "images.csv")}
+    assert images["slow.png"]["status"] == "error" and images["slow.png"]["error"].startswith("timed out after 0.25 s")
+    assert images["quick.jpg"]["status"] == "ok"

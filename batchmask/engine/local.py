@@ -5,12 +5,15 @@ and get at most a few batches each in flight, so memory stays bounded however
 many photos are queued. A worker that dies (a decoder crash, the OOM killer)
 breaks the pool; the engine starts a new one, retries the photos that were in
 flight one by one, and turns a photo that kills a worker twice into an error.
+With a per-photo timeout, workers stop a slow photo themselves (SIGALRM); a
+worker stuck in native code past a hard deadline is killed, and handled the same way.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -35,6 +38,10 @@ def crashed_result(task: Task) -> dict:
     return {"image": task[1], "status": "error", "error": "worker process crashed while reading this photo", "ms": 0.0}
 
 
+def stuck_result(task: Task, seconds: float) -> dict:
+    return {"image": task[1], "status": "error", "error": f"timed out after {seconds:g} s (worker stopped)", "ms": 0.0}
+
+
 class LocalEngine:
     def __init__(self, config: WorkerConfig, workers: int | None = None, in_flight_per_worker: int = 2):
         self.config = config
@@ -42,6 +49,13 @@ class LocalEngine:
         self.max_in_flight = self.workers * in_flight_per_worker
         self._pool: ProcessPoolExecutor | None = None
         self._fresh_pool_failures = 0
+        self.timeout = config.timeout
+
+    def _deadline(self, batch: list[Task]) -> float:
+        """Hard limit for a batch: its photos' soft limits, one batch queued ahead, start-up grace."""
+        if not self.timeout:
+            return float("inf")
+        return time.monotonic() + 2 * self.timeout * len(batch) + 30.0
 
     def __enter__(self) -> "LocalEngine":
         return self
@@ -62,6 +76,7 @@ class LocalEngine:
         batches = iter(batches)
         retry: list[list[Task]] = []  # after a crash: photos retried alone, one at a time
         pending: dict[Future, tuple[list[Task], bool]] = {}
+        deadlines: dict[Future, float] = {}
         exhausted = False
         while True:
             if self._pool is None:
@@ -79,7 +94,9 @@ class LocalEngine:
                 else:
                     break
                 try:
-                    pending[self._pool.submit(run_tasks, batch)] = (batch, alone)
+                    fut = self._pool.submit(run_tasks, batch)
+                    pending[fut] = (batch, alone)
+                    deadlines[fut] = self._deadline(batch)
                 except BrokenProcessPool:  # a worker died while the driver was busy
                     retry.append(batch) if alone else retry.extend([t] for t in reversed(batch))
                     break
@@ -88,7 +105,21 @@ class LocalEngine:
                     self._restart()
                     continue
                 return
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            next_deadline = min(deadlines[f] for f in pending)
+            wait_for = None if next_deadline == float("inf") else max(0.0, next_deadline - time.monotonic())
+            done, _ = wait(pending, timeout=wait_for, return_when=FIRST_COMPLETED)
+            if not done:  # a worker is stuck inside native code: stop the pool, retry the others alone
+                now = time.monotonic()
+                for p in multiprocessing.active_children():
+                    p.kill()
+                for fut, (batch, alone) in pending.items():
+                    if alone and deadlines[fut] <= now:
+                        yield stuck_result(batch[0], self.timeout)
+                    else:
+                        retry.extend([t] for t in reversed(batch))
+                pending.clear()
+                self.close(cancel=True)
+                continue
             broken = False
             for fut in done:
                 batch, alone = pending.pop(fut)
