@@ -18,7 +18,7 @@ from . import __version__
 from .detector import DetectorConfig
 from .engine import LocalEngine
 from .models import default_classifier_dir, default_detector_dir, verified_model
-from .sinks import OutputStore
+from .sinks import OutputError, OutputStore
 from .sources import InputFile, scan
 from .worker import ANNOTATED_DIR, WorkerConfig
 
@@ -141,6 +141,9 @@ def run_batch(
         progress("start", {"total": len(todo), "skipped": summary.skipped, "scanned": len(inputs)})
 
         def record(result: dict) -> None:
+            if result.get("disk_full"):
+                store.commit()
+                raise OutputError(f"{output_dir}: no space left on device; rows committed so far are safe, free space and run again to resume")
             inp = by_rel[result["image"]]
             entry = _entry(result, inp, run_id, model_ids)
             store.add(entry)

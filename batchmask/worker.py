@@ -7,6 +7,7 @@ small dicts (boxes and scores, never pixels) sent back to the driver.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -130,7 +131,7 @@ class Worker:
         except UnsafePathError as e:
             result.update(status="error", error=str(e))
         except OSError as e:
-            result.update(status="error", error=f"I/O error: {e.strerror or e}")
+            result.update(status="error", error=f"I/O error: {e.strerror or e}", disk_full=e.errno == errno.ENOSPC)
         except Exception as e:  # a bug or a decoder failure must not end the run
             tb = traceback.extract_tb(e.__traceback__)[-1]
             result.update(status="error", error=f"internal error: {type(e).__name__}: {e} ({Path(tb.filename).name}:{tb.lineno})")

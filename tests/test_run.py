@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -117,7 +118,7 @@ def test_corrupt_model_fails_with_a_clear_message(photo_tree, tmp_path):
     assert r.returncode == 1 and "does not match model.json" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
+def test_repeated_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     for i in range(40):
@@ -127,7 +128,8 @@ def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert batchmask("run", src, reference, "-q", "--no-annotate").returncode == 0
 
     out = tmp_path / "out"
-    for delay in (2.5, 4.0):
+    rng = random.Random(20261126)
+    for delay in [rng.uniform(1.5, 4.5) for _ in range(5)]:  # kill the whole process group, repeatedly
         proc = subprocess.Popen(
             [sys.executable, "-m", "batchmask", "run", str(src), str(out), "-q", "--no-annotate"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
