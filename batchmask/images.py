@@ -68,11 +68,11 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, target_side: int
         raise ImageError("not a recognised image format") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"image too large: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError) as e:
-        reason = str(e) or type(e).__name__
-        raise ImageError(f"corrupt or truncated image: {reason}") from None
     except MemoryError:
         raise ImageError("image too large to decode in memory") from None
+    except Exception as e:  # anything a decoder raises on a malformed file (struct.error, ...) says the file is bad
+        reason = str(e) or type(e).__name__
+        raise ImageError(f"corrupt or truncated image: {reason}") from None
 
 
 def _decode(im: Image.Image, max_pixels: int, target_side: int | None) -> LoadedImage:
