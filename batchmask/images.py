@@ -98,6 +98,11 @@ def _decode(im: Image.Image, max_pixels: int, target_side: int | None) -> Loaded
     if getattr(im, "is_animated", False):
         im.seek(0)
     im.load()
+    if target_side and max(im.size) > 2 * target_side:
+        # formats without DCT scaling (PNG, TIFF, ...): shrink right after decoding, before any copy
+        if im.mode in ("P", "1") or im.mode.startswith("I;16"):
+            im = im.convert("RGBA" if im.mode == "P" and "transparency" in im.info else ("I" if im.mode.startswith("I;16") else "RGB"))
+        im = im.reduce(max(im.size) // target_side)
     if orientation != 1:
         im = ImageOps.exif_transpose(im)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

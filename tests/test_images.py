@@ -79,3 +79,13 @@ def test_fifo_is_rejected_without_opening(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ImageError, match="not a regular file"):
         load_image(str(fifo))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P", "L", "I;16", "1", "RGBA"])
+def test_large_non_jpeg_images_are_reduced_after_decoding(tmp_path, mode):
+    src = Image.fromarray(astronaut()).resize((2400, 2400))
+    im = src.convert("L").convert("I;16") if mode == "I;16" else src.convert(mode)
+    im.save(tmp_path / "big.png")
+    img = load_image(str(tmp_path / "big.png"), target_side=1000)
+    assert (img.width, img.height) == (2400, 2400)
+    assert img.pixels.shape == (1200, 1200, 3)
