@@ -170,3 +170,32 @@ def test_a_photo_over_the_time_limit_becomes_an_error_row(tmp_path):
     images = {i["image"]: i for i in rows(out / "images.csv")}
     assert images["slow.png"]["status"] == "error" and images["slow.png"]["error"].startswith("timed out after 0.25 s")
     assert images["quick.jpg"]["status"] == "ok"
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(30):
+        shutil.copy(SAMPLES / "astronaut.jpg", src / f"p{i:02d}.jpg")
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "batchmask", "run", str(src), str(out), "-q", "--workers", "1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while not (out / ".batchmask" / "lock.info").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    t0 = time.time()
+    second = batchmask("run", src, out, "-q")
+    assert second.returncode == 4 and "in use by another batchmask run (pid" in second.stderr
+    assert time.time() - t0 < 5
+    assert first.wait(timeout=120) == 0
+
+
+def test_outputs_never_follow_links_out_of_the_output_folder(photo_tree, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, out / "annotated")
+    r = batchmask("run", photo_tree, out, "-q")
+    assert r.returncode == 1 and "is a symbolic link" in r.stderr
+    assert list(elsewhere.iterdir()) == []
