@@ -90,6 +90,7 @@ def run(
     no_annotate: bool = typer.Option(False, "--no-annotate", help="Do not write annotated copies."),
     force: bool = typer.Option(False, "--force", help="Redo every photo, replacing its rows."),
     timeout: float = typer.Option(120.0, min=0.0, help="Seconds allowed per photo before it becomes an error row (0: no limit)."),
+    max_pixels: int = typer.Option(100_000_000, min=1, help="Reject images whose header claims more pixels (decompression bombs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; one summary line."),
 ) -> None:
     """Detect faces and masks in every photo under INPUT; write tables and annotated copies to OUTPUT."""
@@ -101,7 +102,7 @@ def run(
         _fail(f"model directory not found: {model}", EXIT_USAGE)
     if output.resolve() == input.resolve():
         _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
-    options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model) if model else None, annotate=not no_annotate, force=force, timeout=timeout or None)
+    options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model) if model else None, annotate=not no_annotate, force=force, timeout=timeout or None, max_pixels=max_pixels)
 
     summary = _run_with_progress(input, output, options, quiet)
     line = (

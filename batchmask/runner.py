@@ -17,6 +17,7 @@ from pathlib import Path
 from . import __version__
 from .detector import DetectorConfig
 from .engine import LocalEngine
+from .images import DEFAULT_MAX_PIXELS
 from .models import default_classifier_dir, default_detector_dir, verified_model
 from .sinks import OutputError, OutputStore
 from .sources import InputFile, scan
@@ -37,6 +38,7 @@ class RunOptions:
     annotate: bool = True
     force: bool = False
     timeout: float | None = 120.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 4
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
@@ -125,6 +127,7 @@ def run_batch(
         threshold=options.threshold,
         annotate_root=str(output_dir / ANNOTATED_DIR) if options.annotate else None,
         timeout=options.timeout,
+        max_pixels=options.max_pixels,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     with OutputStore(output_dir) as store:
@@ -188,6 +191,7 @@ def run_batch(
                 "force": options.force,
                 "batch_size": options.batch_size,
                 "timeout": options.timeout,
+                "max_pixels": options.max_pixels,
                 "detector": asdict(options.detector),
                 "model_dir": str(classifier_dir),
             },

@@ -199,3 +199,13 @@ def test_outputs_never_follow_links_out_of_the_output_folder(photo_tree, tmp_pat
     r = batchmask("run", photo_tree, out, "-q")
     assert r.returncode == 1 and "is a symbolic link" in r.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def test_pixel_limit_is_configurable(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
+    r = batchmask("run", src, tmp_path / "out", "-q", "--max-pixels", "100000")
+    assert r.returncode == EXIT_PARTIAL
+    (row,) = rows(tmp_path / "out" / "images.csv")
+    assert row["error"] == "image too large: 512x512 pixels exceeds the limit of 100000"
