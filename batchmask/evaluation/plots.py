@@ -14,6 +14,12 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+
+
 def roc_plot(metrics: dict, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
@@ -27,9 +33,7 @@ def roc_plot(metrics: dict, path: Path) -> None:
     ax.set_title("ROC, unmasked = positive")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def recall_plot(metrics: dict, path: Path) -> None:
@@ -44,9 +48,7 @@ def recall_plot(metrics: dict, path: Path) -> None:
     ax.set_xlabel("face width (px)")
     ax.set_ylabel("detector recall (IoU > 0.5)")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def sweep_plot(metrics: dict, path: Path) -> None:
@@ -60,6 +62,4 @@ def sweep_plot(metrics: dict, path: Path) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
