@@ -34,6 +34,8 @@ class LoadedImage:
     width: int  # displayed full-resolution width
     height: int
     format: str
+    taken: str = ""  # EXIF DateTimeOriginal as ISO 8601, "" when absent
+    camera: str = ""  # EXIF Make and Model, "" when absent
 
     @property
     def scale(self) -> float:
@@ -82,11 +84,14 @@ def _decode(im: Image.Image, max_pixels: int, target_side: int | None) -> Loaded
         raise ImageError("image has no pixels")
     if w * h > max_pixels:
         raise ImageError(f"image too large: {w}x{h} pixels exceeds the limit of {max_pixels}")
-    orientation = 1
+    orientation, taken, camera = 1, "", ""
     try:
-        orientation = int(im.getexif().get(0x0112, 1))
+        exif = im.getexif()
+        orientation = int(exif.get(0x0112, 1))
+        taken = _exif_datetime(exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132))
+        camera = " ".join(str(exif.get(tag, "")).strip("\x00 ") for tag in (0x010F, 0x0110)).strip()[:80]
     except Exception:
-        orientation = 1
+        pass
     if orientation in _ROTATING_ORIENTATIONS:
         disp_w, disp_h = h, w
     else:
@@ -119,4 +124,13 @@ def _decode(im: Image.Image, max_pixels: int, target_side: int | None) -> Loaded
     pixels = np.asarray(im, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ImageError("unsupported pixel layout")
-    return LoadedImage(np.ascontiguousarray(pixels), disp_w, disp_h, fmt)
+    return LoadedImage(np.ascontiguousarray(pixels), disp_w, disp_h, fmt, taken, camera)
+
+
+def _exif_datetime(value) -> str:
+    """'2024:05:01 08:30:00' -> '2024-05-01T08:30:00'; anything malformed -> ''."""
+    text = str(value or "").strip("\x00 ")
+    if len(text) < 19 or text[4] != ":" or text[7] != ":":
+        return ""
+    iso = text[:4] + "-" + text[5:7] + "-" + text[8:10] + "T" + text[11:19]
+    return iso if iso[:4].isdigit() and iso[5:7].isdigit() and iso[8:10].isdigit() else ""

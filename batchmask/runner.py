@@ -91,7 +91,10 @@ def _entry(result: dict, inp: InputFile, run_id: str, model_ids: dict) -> dict:
         "image": inp.rel, "status": result["status"], "faces": len(face_rows),
         "masked": labels.count("masked"), "unmasked": labels.count("unmasked"),
         "error": result.get("error", ""), "ms": result.get("ms", 0.0),
-        "width": result.get("width", 0), "height": result.get("height", 0), "run_id": run_id,
+        "width": result.get("width", 0), "height": result.get("height", 0),
+        "taken": result.get("taken", ""), "camera": result.get("camera", ""),
+        "mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(inp.mtime_ns / 1e9)) if inp.mtime_ns else "",
+        "run_id": run_id,
     }
     return {"row": row, "faces": face_rows, "signature": inp.signature}
 

@@ -31,7 +31,7 @@ from .storage import atomic_write_text, fsync_dir
 
 STATE_DIR = ".batchmask"
 FACE_COLUMNS = ["image", "face", "x1", "y1", "x2", "y2", "det_score", "mask_score", "label", "run_id", "detector", "classifier"]
-IMAGE_COLUMNS = ["image", "status", "faces", "masked", "unmasked", "error", "ms", "width", "height", "run_id"]
+IMAGE_COLUMNS = ["image", "status", "faces", "masked", "unmasked", "error", "ms", "width", "height", "taken", "camera", "mtime", "run_id"]
 TABLES = ("faces.csv", "faces.jsonl", "images.csv")
 RETRYABLE_ERRORS = ("cannot read", "I/O error")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -60,6 +60,11 @@ def _csv_line(values: list) -> str:
 
 def _encode(text: str) -> bytes:
     return text.encode("utf-8", "backslashreplace")
+
+
+def _head(path: Path, n: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
 
 
 def render_rows(entry: dict) -> tuple[bytes, bytes, bytes]:
@@ -136,6 +141,11 @@ class OutputStore:
             os.truncate(self.ledger_path, good)
 
     def _repair_tables(self) -> None:
+        for table in ("faces.csv", "images.csv"):  # written by an older version: same rows, new columns
+            path = self.root / table
+            if path.exists() and path.stat().st_size and _head(path, len(HEADERS[table])) != HEADERS[table]:
+                self._rewrite(list(self.entries.values()))
+                return
         for table in TABLES:
             path = self.root / table
             want = self._lengths[table]

@@ -109,6 +109,7 @@ class Worker:
                 signal.setitimer(signal.ITIMER_REAL, self.config.timeout)
             img = load_image(path, self.config.max_pixels, target_side=self.config.detector.max_side)
             result["width"], result["height"] = img.width, img.height
+            result["taken"], result["camera"] = img.taken, img.camera
             raw = self.detect_raw(img.pixels)
             faces = self.detector.reported(raw, *img.pixels.shape[:2])
             labels = faces.labels(self.threshold)

@@ -89,3 +89,16 @@ def test_large_non_jpeg_images_are_reduced_after_decoding(tmp_path, mode):
     img = load_image(str(tmp_path / "big.png"), target_side=1000)
     assert (img.width, img.height) == (2400, 2400)
     assert img.pixels.shape == (1200, 1200, 3)
+
+
+def test_capture_time_and_camera_come_from_exif(tmp_path):
+    exif = Image.Exif()
+    exif[0x010F] = "Acme"
+    exif[0x0110] = "Cam 3"
+    exif.get_ifd(0x8769)[0x9003] = "2024:05:01 08:30:00"
+    Image.fromarray(astronaut()).save(tmp_path / "e.jpg", exif=exif.tobytes())
+    img = load_image(str(tmp_path / "e.jpg"))
+    assert (img.taken, img.camera) == ("2024-05-01T08:30:00", "Acme Cam 3")
+    Image.fromarray(astronaut()).save(tmp_path / "plain.jpg")
+    plain = load_image(str(tmp_path / "plain.jpg"))
+    assert (plain.taken, plain.camera) == ("", "")

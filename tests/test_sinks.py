@@ -92,3 +92,14 @@ def test_formula_cells_are_neutralised_but_jsonl_keeps_raw_values(tmp_path):
     faces, images, jsonl = read(tmp_path)
     assert images[0]["image"] == "'=cmd.jpg" and faces[0]["image"] == "'=cmd.jpg"
     assert jsonl[0]["image"] == "=cmd.jpg"
+
+
+def test_tables_with_an_older_header_are_rebuilt_with_the_current_columns(tmp_path):
+    with OutputStore(tmp_path) as store:
+        store.add(entry("a.jpg", 1))
+    old = (tmp_path / "images.csv").read_text().replace(",taken,camera,mtime", "")
+    (tmp_path / "images.csv").write_text(old)
+    with OutputStore(tmp_path) as store:
+        store.add(entry("b.jpg", 1))
+    faces, images, _ = read(tmp_path)
+    assert [r["image"] for r in images] == ["a.jpg", "b.jpg"] and "taken" in images[0]
