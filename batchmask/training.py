@@ -155,10 +155,6 @@ def best_balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(best)
 
 
-def _stored_size(x: np.ndarray) -> int:
-    return int(x.shape[1])
-
-
 def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int = 64, log=print) -> dict:
     data, out = Path(data), Path(out)
     splits = _list_split(data)
