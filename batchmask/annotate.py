@@ -21,15 +21,16 @@ def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.
     out = np.ascontiguousarray(rgb.copy())
     h, w = out.shape[:2]
     base = max(h, w)
-    for box, label, score in zip(faces.boxes / scale, labels, faces.mask_scores):
+    probs = faces.probabilities
+    for box, label, p in zip(faces.boxes / scale, labels, probs):
         x1, y1, x2, y2 = [int(round(v)) for v in box]
         colour = COLOURS.get(label, (255, 255, 255))
         face_w = max(1, x2 - x1)
         thick = max(1, round(min(base / 400, face_w / 25)))
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
-        # the confidence of the label shown: P(mask) for masked, 1 - P(mask) otherwise
-        confidence = score if label == "masked" else 1.0 - score
-        text = label if np.isnan(score) else f"{label} {confidence:.2f}"
+        # the confidence of the label shown; with two labels `unmasked` covers incorrect too
+        confidence = {"masked": p[0], "incorrect": p[1]}.get(label, 1.0 - p[0] if p[1] > p[2] else p[2])
+        text = label if np.isnan(p[0]) else f"{label} {confidence:.2f}"
         font_scale = float(np.clip(max(face_w / 120, base / 1600), 0.35, 3.0))
         (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, max(1, thick // 2))
         ty = y1 - baseline - 2 if y1 - th - baseline - 4 >= 0 else y2 + th + 2

@@ -28,6 +28,7 @@ class MaskDetector:
         threshold: float | None = None,
         detector: DetectorConfig | None = None,
         threads: int = 1,
+        labels: int = 3,
     ):
         config = WorkerConfig(
             detector_path=str(default_detector_path()),
@@ -35,6 +36,7 @@ class MaskDetector:
             detector=detector or DetectorConfig(),
             threshold=threshold,
             threads=threads,
+            labels=labels,
         )
         self._worker = Worker(config)
 
@@ -56,7 +58,7 @@ class MaskDetector:
         return self._worker.detect(np.ascontiguousarray(arr[:, :, :3], dtype=np.uint8))
 
     def labels(self, faces: Faces) -> list[str]:
-        return faces.labels(self.threshold)
+        return faces.labels(self.threshold, self._worker.config.labels)
 
 
 @lru_cache(maxsize=1)

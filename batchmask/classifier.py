@@ -1,4 +1,11 @@
-"""Mask classifier runtime: face crops -> probability of a mask, on ONNX Runtime (no TensorFlow)."""
+"""Mask classifier runtime: face crops -> label probabilities, on ONNX Runtime (no TensorFlow).
+
+The model gives three probabilities per face, in `CLASSES` order: a mask worn
+correctly, a mask worn incorrectly (nose or mouth out, on the chin), no mask.
+`decide` turns them into labels: `masked` when P(masked) reaches the threshold
+(so the binary figures keep their meaning), otherwise the likelier of
+`incorrect` and `unmasked`; with two labels, `incorrect` folds into `unmasked`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,23 @@ import numpy as np
 from .models import verified_model
 
 CROP_MARGIN = 1.3  # square crop side = longest box side × margin, centred on the box
+CLASSES = ("masked", "incorrect", "unmasked")
+
+
+def decide(probs: np.ndarray, threshold: float = 0.5, labels: int = 3) -> list[str]:
+    """Labels for an N×3 array of (masked, incorrect, unmasked) probabilities; NaN rows get ``""``."""
+    probs = np.asarray(probs, np.float32).reshape(-1, 3)
+    out = []
+    for p_mask, p_inc, p_none in probs:
+        if np.isnan(p_mask):
+            out.append("")
+        elif p_mask >= threshold:
+            out.append("masked")
+        elif labels == 3 and p_inc > p_none:
+            out.append("incorrect")
+        else:
+            out.append("unmasked")
+    return out
 
 
 def crop_faces(rgb: np.ndarray, boxes: np.ndarray, size: int, margin: float = CROP_MARGIN, fit_inside: bool = False) -> np.ndarray:
@@ -53,11 +77,17 @@ class MaskClassifier:
         self.input_name = self.session.get_inputs()[0].name
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Mask probabilities for uint8 crops already at the model's input size."""
+        """N×3 (masked, incorrect, unmasked) probabilities for uint8 crops at the model's input size.
+
+        A two-class model (one output, P(masked)) gives P(incorrect) = 0.
+        """
         if len(crops) == 0:
-            return np.zeros(0, np.float32)
-        (probs,) = self.session.run(None, {self.input_name: crops.astype(np.float32)})
-        return probs.reshape(len(crops), -1)[:, 0].astype(np.float32)
+            return np.zeros((0, 3), np.float32)
+        (out,) = self.session.run(None, {self.input_name: crops.astype(np.float32)})
+        out = out.reshape(len(crops), -1).astype(np.float32)
+        if out.shape[1] == 1:
+            return np.stack([out[:, 0], np.zeros(len(out), np.float32), 1.0 - out[:, 0]], axis=1)
+        return out[:, :3]
 
     def predict(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         return self.predict_crops(crop_faces(rgb, boxes, self.input_size, self.margin))

@@ -8,9 +8,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .runner import EXIT_BUSY, EXIT_FAILED, EXIT_USAGE, RunOptions
+from .runner import EXIT_BUSY, EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, RunOptions
 
 app = typer.Typer(
     help="Find every face in batches of photos and say whether each one wears a mask.",
@@ -20,11 +21,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build classifier datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-err = Console(stderr=True, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)  # file names may hold [brackets]
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(Text.assemble(("error: ", "bold red"), message))
     raise typer.Exit(code)
 
 
@@ -80,20 +81,17 @@ def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bo
             _fail(f"{e.filename or output}: {e.strerror or e}")
 
 
-@app.command()
-def run(
-    input: Path = typer.Argument(..., help="Folder of photos (scanned recursively)."),
-    output: Path = typer.Argument(..., help="Output folder; cumulative across runs."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Worker processes [default: all cores]."),
-    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Mask score at or above which a face is 'masked' [default: the model's]."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory [default: the shipped model]."),
-    no_annotate: bool = typer.Option(False, "--no-annotate", help="Do not write annotated copies."),
-    force: bool = typer.Option(False, "--force", help="Redo every photo, replacing its rows."),
-    timeout: float = typer.Option(120.0, min=0.0, help="Seconds allowed per photo before it becomes an error row (0: no limit)."),
-    max_pixels: int = typer.Option(100_000_000, min=1, help="Reject images whose header claims more pixels (decompression bombs)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; one summary line."),
-) -> None:
-    """Detect faces and masks in every photo under INPUT; write tables and annotated copies to OUTPUT."""
+WORKERS = typer.Option(None, "--workers", "-w", min=1, help="Worker processes (default: all cores).")
+THRESHOLD = typer.Option(None, min=0.0, max=1.0, help="Mask score at or above which a face is 'masked' (default: the model's).")
+LABELS = typer.Option(3, "--labels", min=2, max=3, help="3: masked / incorrect / unmasked; 2: incorrect counts as unmasked.")
+MODEL = typer.Option(None, "--model", help="Classifier model directory (default: the shipped model).")
+NO_ANNOTATE = typer.Option(False, "--no-annotate", help="Do not write annotated copies.")
+ARCHIVE = typer.Option(None, "--archive", help="Move each input here (same relative path) once its rows are committed.")
+TIMEOUT = typer.Option(120.0, min=0.0, help="Seconds allowed per photo before it becomes an error row (0: no limit).")
+MAX_PIXELS = typer.Option(100_000_000, min=1, help="Reject images whose header claims more pixels (decompression bombs).")
+
+
+def _check_folders(input: Path, output: Path, model: Optional[Path], archive: Optional[Path]) -> None:
     if not input.is_dir():
         _fail(f"input folder not found: {input}", EXIT_USAGE)
     if output.exists() and not output.is_dir():
@@ -102,18 +100,260 @@ def run(
         _fail(f"model directory not found: {model}", EXIT_USAGE)
     if output.resolve() == input.resolve():
         _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
-    options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model) if model else None, annotate=not no_annotate, force=force, timeout=timeout or None, max_pixels=max_pixels)
+    if archive is not None and archive.resolve() in (input.resolve(), output.resolve()):
+        _fail("--archive must be a folder other than INPUT and OUTPUT (it may be inside INPUT)", EXIT_USAGE)
 
-    summary = _run_with_progress(input, output, options, quiet)
-    line = (
+
+def _summary_line(summary, output: Path) -> str:
+    return (
         f"{summary.processed} processed ({summary.errors} rejected), {summary.skipped} unchanged, "
-        f"{summary.faces} faces: {summary.masked} masked, {summary.unmasked} unmasked "
+        f"{summary.faces} faces: {summary.masked} masked, {summary.incorrect} incorrect, {summary.unmasked} unmasked "
         f"in {summary.seconds:.1f}s -> {output}"
     )
-    err.print(line)
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (systemd, docker stop, kill) ends a run like Ctrl-C: committed rows are kept."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+def run(
+    input: Path = typer.Argument(..., help="Folder of photos (scanned recursively)."),
+    output: Path = typer.Argument(..., help="Output folder; cumulative across runs."),
+    workers: Optional[int] = WORKERS,
+    threshold: Optional[float] = THRESHOLD,
+    labels: int = LABELS,
+    model: Optional[Path] = MODEL,
+    no_annotate: bool = NO_ANNOTATE,
+    archive: Optional[Path] = ARCHIVE,
+    force: bool = typer.Option(False, "--force", help="Redo every photo, replacing its rows."),
+    timeout: float = TIMEOUT,
+    max_pixels: int = MAX_PIXELS,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; one summary line."),
+) -> None:
+    """Detect faces and masks in every photo under INPUT; write tables and annotated copies to OUTPUT."""
+    _check_folders(input, output, model, archive)
+    _sigterm_as_interrupt()
+    options = RunOptions(workers=workers, threshold=threshold, labels=labels, model_dir=str(model) if model else None,
+                         annotate=not no_annotate, force=force, timeout=timeout or None, max_pixels=max_pixels,
+                         archive=str(archive) if archive else None)
+    summary = _run_with_progress(input, output, options, quiet)
+    err.print(_summary_line(summary, output))
     if summary.total_errors:
-        err.print(f"[yellow]{summary.total_errors} input(s) could not be processed; see {output / 'images.csv'} (status=error)")
+        err.print(f"{summary.total_errors} input(s) could not be processed; see {output / 'images.csv'} (status=error)", style="yellow")
     raise typer.Exit(summary.exit_code)
+
+
+def _one_line(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii") if any(ord(c) < 32 for c in text) else text
+
+
+@app.command()
+def watch(
+    input: Path = typer.Argument(..., help="Folder that photos land in (watched recursively)."),
+    output: Path = typer.Argument(..., help="Output folder; the same cumulative outputs as `run`."),
+    workers: Optional[int] = WORKERS,
+    threshold: Optional[float] = THRESHOLD,
+    labels: int = LABELS,
+    model: Optional[Path] = MODEL,
+    no_annotate: bool = NO_ANNOTATE,
+    archive: Optional[Path] = ARCHIVE,
+    polling: bool = typer.Option(False, "--polling", help="Poll instead of filesystem events (SMB/NFS shares, where inotify sees nothing)."),
+    interval: float = typer.Option(2.0, min=0.1, help="Seconds between polls with --polling."),
+    settle: float = typer.Option(2.0, min=0.0, help="A file is read once its size and mtime have been stable this long (s)."),
+    timeout: float = TIMEOUT,
+    max_pixels: int = MAX_PIXELS,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines (one per photo) for journald or a log file."),
+) -> None:
+    """Process what INPUT already holds, then every photo that arrives or changes, until SIGTERM or Ctrl-C."""
+    import signal
+    import time
+
+    from .models import ModelError
+    from .sinks import OutputBusyError, OutputError
+    from .watch import WatchOptions, Watcher
+
+    _check_folders(input, output, model, archive)
+    options = RunOptions(workers=workers, threshold=threshold, labels=labels, model_dir=str(model) if model else None,
+                         annotate=not no_annotate, timeout=timeout or None, max_pixels=max_pixels,
+                         archive=str(archive) if archive else None, batch_size=2)
+
+    def log(message: str, style: str = "") -> None:
+        if quiet:
+            print(message, flush=True)
+        else:
+            err.print(Text.assemble((time.strftime("%H:%M:%S "), "dim"), (message, style)))
+
+    def on_event(event: str, d: dict) -> None:
+        if event == "image":
+            name = _one_line(d["image"])
+            if d["status"] == "ok":
+                log(f"ok {name} faces={d['faces']} masked={d['masked']} incorrect={d['incorrect']} unmasked={d['unmasked']} ms={d['ms']:.0f}")
+            else:
+                log(f"error {name}: {d['error']}", "red")
+        elif event == "archived":
+            pass
+        elif event == "archive_error":
+            log(f"warning: could not archive {_one_line(d['image'])}: {d['error']}", "yellow")
+        elif event == "watching":
+            log(f"watching {d['input']} ({'polling' if d['polling'] else 'filesystem events'}); Ctrl-C or SIGTERM stops")
+        elif event == "scanned":
+            log(f"scanned {d['files']} photos in {input}")
+
+    watcher = Watcher(input, output, options, WatchOptions(polling=polling, interval=interval, settle=settle), on_event)
+    signals = {"count": 0}
+
+    def on_signal(signum, frame):
+        signals["count"] += 1
+        if signals["count"] == 1:
+            log(f"{signal.Signals(signum).name}: finishing the photos in flight, then stopping (again to abandon them)")
+            watcher.stop()
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        summary = watcher.run()
+    except KeyboardInterrupt:
+        log("stopped; photos in flight were abandoned and will be processed on the next start")
+        raise typer.Exit(0)
+    except OutputBusyError as e:
+        _fail(str(e), EXIT_BUSY)
+    except (ModelError, OutputError, RuntimeError) as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{e.filename or output}: {e.strerror or e}")
+    log("stopped: " + _summary_line(summary, output))
+
+
+def _date(value: Optional[str], name: str):
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        _fail(f"{name} must be a date like 2026-11-30, not {value!r}", EXIT_USAGE)
+
+
+@app.command()
+def report(
+    outputs: list[Path] = typer.Argument(..., help="One or more OUTPUT folders of run/watch/job."),
+    out: Path = typer.Option(..., "--out", help="Report file: .csv (a table) or .html (chart, table, thumbnails of non-compliant faces)."),
+    by: str = typer.Option("day", "--by", help="Group by day (capture date, else file date), folder or camera."),
+    since: Optional[str] = typer.Option(None, "--since", help="First day included (YYYY-MM-DD)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Last day included (YYYY-MM-DD)."),
+    thumbnails: int = typer.Option(60, min=0, help="Non-compliant faces shown in the HTML report."),
+) -> None:
+    """Audit report: photos, faces, masked / incorrect / unmasked and compliance per day, folder or camera."""
+    from .audit import GROUPINGS, AuditError, write_audit
+
+    if by not in GROUPINGS:
+        _fail(f"--by must be one of {', '.join(GROUPINGS)}, not {by!r}", EXIT_USAGE)
+    start, end = _date(since, "--since"), _date(until, "--until")
+    if start and end and start > end:
+        _fail(f"--since {start} is after --until {end}", EXIT_USAGE)
+    for o in outputs:
+        if not o.is_dir():
+            _fail(f"output folder not found: {o}", EXIT_USAGE)
+    try:
+        result = write_audit(outputs, out, by, start, end, thumbnails)
+    except AuditError as e:
+        _fail(str(e), EXIT_USAGE)
+    except OSError as e:
+        _fail(f"{e.filename or out}: {e.strerror or e}")
+    t = result.totals
+    rate = "–" if t["compliance_rate"] is None else f"{t['compliance_rate'] * 100:.1f} %"
+    err.print(f"{len(result.table)} {by} rows, {t['images']} photos, {t['faces']} faces: {t['masked']} masked, "
+              f"{t['incorrect']} incorrect, {t['unmasked']} unmasked; compliance {rate} -> {out}")
+
+
+job_app = typer.Typer(help="Run batches described by job files (cron, systemd timers).", no_args_is_help=True)
+app.add_typer(job_app, name="job")
+
+
+@job_app.command("run")
+def job_run(
+    file: Path = typer.Argument(..., help="Job file (TOML); see jobs/README.md."),
+    check: bool = typer.Option(False, "--check", help="Validate the job file and print its steps; run nothing."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (the default when not on a terminal)."),
+) -> None:
+    """Run the steps of a job file under a lock; a second start while it runs exits 4 at once."""
+    from .jobs import JobBusyError, JobError, JobLock, load_job
+
+    if not file.is_file():
+        _fail(f"job file not found: {file}", EXIT_USAGE)
+    try:
+        job = load_job(file)
+    except JobError as e:
+        _fail(f"bad job file: {e}", EXIT_USAGE)
+    if check:
+        for i, step in enumerate(job.steps, start=1):
+            shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in step.args.items()}
+            err.print(f"{i}. {step.do}: " + "; ".join(f"{k}={v}" for k, v in shown.items()))
+        err.print(f"{file}: valid, {len(job.steps)} step(s); lock {job.lock}")
+        return
+    quiet = quiet or not sys.stderr.isatty()
+    try:
+        with JobLock(job.lock):
+            _sigterm_as_interrupt()
+            code = 0
+            for i, step in enumerate(job.steps, start=1):
+                err.print(f"job {job.name}: step {i}/{len(job.steps)} {step.do}")
+                step_code = _job_step(step, quiet)
+                code = max(code, step_code)
+                if step_code not in (0, EXIT_PARTIAL):
+                    err.print(f"job {job.name}: step {i} ({step.do}) failed with exit code {step_code}; later steps skipped", style="red")
+                    break
+    except JobBusyError as e:
+        _fail(f"job {job.name}: {e}", EXIT_BUSY)
+    except OSError as e:
+        _fail(f"job lock {job.lock}: {e.strerror or e}")
+    raise typer.Exit(code)
+
+
+def _job_step(step, quiet: bool) -> int:
+    """Run one job step through the same code as its command; its exit code."""
+    import datetime as dt
+
+    a = step.args
+    try:
+        if step.do == "run":
+            _check_folders(a["input"], a["output"], a.get("model"), a.get("archive"))
+            options = RunOptions(
+                workers=a.get("workers"), threshold=a.get("threshold"), labels=a.get("labels", 3),
+                model_dir=str(a["model"]) if "model" in a else None, annotate=a.get("annotate", True), force=a.get("force", False),
+                timeout=a.get("timeout", 120.0) or None, max_pixels=a.get("max_pixels", 100_000_000),
+                archive=str(a["archive"]) if "archive" in a else None,
+            )
+            summary = _run_with_progress(a["input"], a["output"], options, quiet)
+            err.print(_summary_line(summary, a["output"]))
+            return summary.exit_code
+        if step.do == "report":
+            since = a.get("since")
+            if "last_days" in a:
+                since = dt.date.today() - dt.timedelta(days=a["last_days"] - 1)
+            report(outputs=a["outputs"], out=a["out"], by=a.get("by", "day"), since=since and since.isoformat(),
+                   until=a.get("until") and a["until"].isoformat(), thumbnails=a.get("thumbnails", 60))
+        elif step.do == "data-build":
+            data_build(unmasked=a["unmasked"], masked=a["masked"], out=a["out"], limit=a.get("limit", 0), seed=a.get("seed", 0),
+                       mask_share=a.get("mask_share", 0.5), incorrect_share=a.get("incorrect_share", 0.35), workers=a.get("workers"), quiet=quiet)
+        elif step.do == "train":
+            train(data=a["data"], out=a["out"], epochs=a.get("epochs", 12), seed=a.get("seed", 0), batch_size=a.get("batch_size", 64))
+        elif step.do == "evaluate":
+            evaluate(images=a["images"], boxes=a["boxes"], out=a["out"], model=a.get("model"), predictions=None, threshold=a.get("threshold"),
+                     min_width=a.get("min_width", 16.0), title=a.get("title", "batchmask evaluation"), workers=a.get("workers"), quiet=quiet)
+        return 0
+    except typer.Exit as e:
+        return e.exit_code
 
 
 @app.command()
@@ -144,9 +384,9 @@ def evaluate(
     images: Path = typer.Argument(..., help="Folder of annotated photos (names as in the ground truth)."),
     boxes: Path = typer.Option(..., "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.md, report.html, metrics.json, PNG plots."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory [default: the shipped model]."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory (default: the shipped model)."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score these predictions (batchmask faces.jsonl or a peer's JSONL) instead of running the pipeline."),
-    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Mask threshold [default: the model's; 0.5 for --predictions]."),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Mask threshold (default: the model's; 0.5 for --predictions)."),
     min_width: float = typer.Option(16.0, help="Faces narrower than this (px) are left out of the class table and TNR/FNR."),
     title: str = typer.Option("batchmask evaluation", help="Report title."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1),
@@ -198,7 +438,7 @@ def data_build(
     limit: int = typer.Option(0, min=0, help="Use at most N files per input folder (0: all)."),
     seed: int = typer.Option(0, help="Seed for sampling, splits and masks."),
     mask_share: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of unmasked faces given an artificial mask."),
-    incorrect_share: float = typer.Option(0.15, min=0.0, max=1.0, help="Share of artificial masks worn incorrectly (nose exposed, chin only)."),
+    incorrect_share: float = typer.Option(0.35, min=0.0, max=1.0, help="Share of artificial masks worn incorrectly (nose, mouth exposed; chin only)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:

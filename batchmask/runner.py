@@ -1,12 +1,15 @@
 """A batch run: scan the input, skip what OUTPUT already holds, process the rest, commit rows.
 
-`run_batch` is what `batchmask run` (and later `watch` and `job run`) call; it
-takes an engine factory so the same loop drives the local pool or Dask.
+`RunSession` is an open OUTPUT with its engine; `run_batch` (`batchmask run`,
+`job run`) and the watcher (`batchmask watch`) drive it. It takes an engine
+factory so the same loop drives the local pool or Dask.
 """
 
 from __future__ import annotations
 
+import os
 import platform
+import shutil
 import sys
 import time
 import uuid
@@ -19,8 +22,9 @@ from .detector import DetectorConfig
 from .engine import LocalEngine
 from .images import DEFAULT_MAX_PIXELS
 from .models import default_classifier_dir, default_detector_dir, verified_model
-from .sinks import OutputError, OutputStore
+from .sinks import RETRYABLE_ERRORS, OutputError, OutputStore
 from .sources import InputFile, scan
+from .storage import UnsafePathError, safe_join
 from .worker import ANNOTATED_DIR, WorkerConfig
 
 EXIT_OK = 0
@@ -34,12 +38,14 @@ EXIT_BUSY = 4
 class RunOptions:
     workers: int | None = None
     threshold: float | None = None
+    labels: int = 3
     model_dir: str | None = None
     annotate: bool = True
     force: bool = False
     timeout: float | None = 120.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 4
+    archive: str | None = None  # move processed inputs here once their rows are committed
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
 
@@ -53,6 +59,7 @@ class RunSummary:
     errors: int = 0
     faces: int = 0
     masked: int = 0
+    incorrect: int = 0
     unmasked: int = 0
     total_errors: int = 0  # error rows among all current inputs, including earlier runs
     seconds: float = 0.0
@@ -83,13 +90,14 @@ def _entry(result: dict, inp: InputFile, run_id: str, model_ids: dict) -> dict:
             "image": inp.rel, "face": i,
             "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
             "det_score": faces["det_scores"][i], "mask_score": faces["mask_scores"][i],
+            "incorrect_score": faces.get("incorrect_scores", [None] * len(faces["boxes"]))[i],
             "label": labels[i] if labels else None,
             "landmarks": faces["landmarks"][i],
             "run_id": run_id, "detector": model_ids["detector"], "classifier": model_ids["classifier"],
         })
     row = {
         "image": inp.rel, "status": result["status"], "faces": len(face_rows),
-        "masked": labels.count("masked"), "unmasked": labels.count("unmasked"),
+        "masked": labels.count("masked"), "incorrect": labels.count("incorrect"), "unmasked": labels.count("unmasked"),
         "error": result.get("error", ""), "ms": result.get("ms", 0.0),
         "width": result.get("width", 0), "height": result.get("height", 0),
         "taken": result.get("taken", ""), "camera": result.get("camera", ""),
@@ -104,107 +112,172 @@ def _batched(items: list[InputFile], size: int) -> Iterator[list[tuple[str, str]
         yield [(f.path, f.rel) for f in items[i : i + size]]
 
 
-def run_batch(
-    input_dir: str | Path,
-    output_dir: str | Path,
-    options: RunOptions | None = None,
-    progress: Callable[[str, dict], None] | None = None,
-    engine_factory: Callable[[WorkerConfig, int | None], object] | None = None,
-) -> RunSummary:
-    options = options or RunOptions()
-    progress = progress or (lambda event, data: None)
-    input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
-    started = time.time()
-    t0 = time.perf_counter()
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    summary = RunSummary(run_id)
+def archive_file(src: str, archive_root: Path, rel: str) -> Path:
+    """Move a processed input to ARCHIVE/rel (a free name if taken), across filesystems if needed."""
+    target = safe_join(archive_root, rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stem, suffix, n = target.stem, target.suffix, 1
+    while target.exists():
+        target = target.with_name(f"{stem} ({n}){suffix}")
+        n += 1
+    shutil.move(src, target)
+    return target
 
-    detector_path, detector_meta = verified_model(default_detector_dir())
-    classifier_dir = Path(options.model_dir) if options.model_dir else default_classifier_dir()
-    _, classifier_meta = verified_model(classifier_dir)
-    model_ids = {"detector": detector_meta["sha256"][:12], "classifier": classifier_meta["sha256"][:12]}
-    config = WorkerConfig(
-        detector_path=str(detector_path),
-        classifier_dir=str(classifier_dir),
-        detector=options.detector,
-        threshold=options.threshold,
-        annotate_root=str(output_dir / ANNOTATED_DIR) if options.annotate else None,
-        timeout=options.timeout,
-        max_pixels=options.max_pixels,
-    )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with OutputStore(output_dir) as store:
-        if input_dir == output_dir:
+
+class RunSession:
+    """One open OUTPUT and its engine: what `run`, `watch` and `job run` share.
+
+    `process` takes InputFiles (already known not to be current), runs them on
+    the engine and commits their rows; with `options.archive`, inputs are moved
+    away once their rows are durable. Closing writes run.json.
+    """
+
+    def __init__(self, input_dir, output_dir, options: RunOptions | None = None, progress=None, engine_factory=None):
+        self.options = options or RunOptions()
+        self.progress = progress or (lambda event, data: None)
+        self.engine_factory = engine_factory or (lambda cfg, workers: LocalEngine(cfg, workers))
+        self.input_dir, self.output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
+        if self.input_dir == self.output_dir:
             raise ValueError("OUTPUT must be a different folder from INPUT")
-        inputs = list(scan(input_dir, exclude=[output_dir]))
-        summary.scanned = len(inputs)
-        if options.force:
-            store.forget({f.rel for f in inputs})
-        todo = [f for f in inputs if not store.is_current(f.rel, f.signature)]
-        store.forget({f.rel for f in todo})
-        summary.skipped = len(inputs) - len(todo)
-        by_rel = {f.rel: f for f in todo}
-        progress("start", {"total": len(todo), "skipped": summary.skipped, "scanned": len(inputs)})
+        self.archive_dir = Path(self.options.archive).resolve() if self.options.archive else None
+        self.started = time.time()
+        self._t0 = time.perf_counter()
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.summary = RunSummary(self.run_id)
+        detector_path, self.detector_meta = verified_model(default_detector_dir())
+        self.classifier_dir = Path(self.options.model_dir) if self.options.model_dir else default_classifier_dir()
+        _, self.classifier_meta = verified_model(self.classifier_dir)
+        self.model_ids = {"detector": self.detector_meta["sha256"][:12], "classifier": self.classifier_meta["sha256"][:12]}
+        self.config = WorkerConfig(
+            detector_path=str(detector_path),
+            classifier_dir=str(self.classifier_dir),
+            detector=self.options.detector,
+            threshold=self.options.threshold,
+            labels=self.options.labels,
+            annotate_root=str(self.output_dir / ANNOTATED_DIR) if self.options.annotate else None,
+            timeout=self.options.timeout,
+            max_pixels=self.options.max_pixels,
+        )
+        self.engine = None
+        self.store: OutputStore | None = None
+        self._inputs: dict[str, InputFile] = {}
+        self._archive_errors: list[str] = []
+        self.current: set[str] = set()  # inputs seen by this session: its exit code counts their error rows
 
-        def record(result: dict) -> None:
-            if result.get("disk_full"):
-                store.commit()
-                raise OutputError(f"{output_dir}: no space left on device; rows committed so far are safe, free space and run again to resume")
-            inp = by_rel[result["image"]]
-            entry = _entry(result, inp, run_id, model_ids)
-            store.add(entry)
-            row = entry["row"]
-            summary.processed += 1
-            summary.ok += row["status"] == "ok"
-            summary.errors += row["status"] == "error"
-            summary.faces += row["faces"]
-            summary.masked += row["masked"]
-            summary.unmasked += row["unmasked"]
-            progress("image", row)
+    def __enter__(self) -> "RunSession":
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.store = OutputStore(self.output_dir, on_commit=self._committed if self.archive_dir else None).open()
+        return self
 
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self.engine is not None:
+                self.engine.close(cancel=exc_type is not None)
+            if exc_type is None:
+                self.store.commit()
+                self._write_run_json()
+        finally:
+            self.store.close()
+
+    @property
+    def excluded(self) -> list[Path]:
+        return [p for p in (self.output_dir, self.archive_dir) if p is not None]
+
+    def scan(self) -> list[InputFile]:
+        inputs = list(scan(self.input_dir, exclude=self.excluded))
+        self.current.update(f.rel for f in inputs)
+        return inputs
+
+    def select(self, inputs: list[InputFile]) -> list[InputFile]:
+        """The inputs that need processing (new, changed, --force); their old rows are dropped."""
+        if self.options.force:
+            self.store.forget({f.rel for f in inputs})
+        todo = [f for f in inputs if not self.store.is_current(f.rel, f.signature)]
+        self.store.forget({f.rel for f in todo})
+        return todo
+
+    def process(self, todo: list[InputFile], batch_size: int | None = None) -> None:
+        for f in todo:
+            self._inputs[f.rel] = f
+            self.current.add(f.rel)
         for f in todo:
             if f.problem:
-                record({"image": f.rel, "status": "error", "error": f.problem, "ms": 0.0})
+                self._record({"image": f.rel, "status": "error", "error": f.problem, "ms": 0.0})
         readable = [f for f in todo if not f.problem]
         if readable:
-            factory = engine_factory or (lambda cfg, workers: LocalEngine(cfg, workers))
-            engine = factory(config, options.workers)
+            if self.engine is None:
+                self.engine = self.engine_factory(self.config, self.options.workers)
+            for result in self.engine.results(_batched(readable, batch_size or self.options.batch_size)):
+                self._record(result)
+
+    def commit(self) -> None:
+        self.store.commit()
+
+    def _record(self, result: dict) -> None:
+        if result.get("disk_full"):
+            self.store.commit()
+            raise OutputError(f"{self.output_dir}: no space left on device; rows committed so far are safe, free space and run again to resume")
+        inp = self._inputs[result["image"]]
+        entry = _entry(result, inp, self.run_id, self.model_ids)
+        self.store.add(entry)
+        row = entry["row"]
+        s = self.summary
+        s.processed += 1
+        s.ok += row["status"] == "ok"
+        s.errors += row["status"] == "error"
+        s.faces += row["faces"]
+        s.masked += row["masked"]
+        s.incorrect += row["incorrect"]
+        s.unmasked += row["unmasked"]
+        self.progress("image", row)
+
+    def _committed(self, entries: list[dict]) -> None:
+        """Rows are durable: move their inputs to the archive (retryable read errors stay for a retry)."""
+        for entry in entries:
+            row = entry["row"]
+            inp = self._inputs.pop(row["image"], None)
+            if inp is None or inp.problem or row["error"].startswith(RETRYABLE_ERRORS):
+                continue
             try:
-                for result in engine.results(_batched(readable, options.batch_size)):
-                    record(result)
-            finally:
-                engine.close()
-        store.commit()
-        current = {f.rel for f in inputs}
-        summary.total_errors = sum(
-            1 for k, e in store.entries.items() if k in current and e["row"]["status"] == "error"
-        )
-        summary.seconds = time.perf_counter() - t0
+                if os.stat(inp.path).st_mtime_ns != inp.mtime_ns:
+                    continue  # changed since it was read: the new version will be processed
+                target = archive_file(inp.path, self.archive_dir, inp.rel)
+                self.progress("archived", {"image": row["image"], "to": str(target)})
+            except (OSError, UnsafePathError) as e:
+                self._archive_errors.append(row["image"])
+                self.progress("archive_error", {"image": row["image"], "error": str(e)})
+
+    def _write_run_json(self) -> None:
+        store, summary, options = self.store, self.summary, self.options
+        summary.total_errors = sum(1 for k, e in store.entries.items() if k in self.current and e["row"]["status"] == "error")
+        summary.seconds = time.perf_counter() - self._t0
         store.write_run_json({
-            "run_id": run_id,
+            "run_id": self.run_id,
             "command": sys.argv,
-            "input": str(input_dir),
-            "output": str(output_dir),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "input": str(self.input_dir),
+            "output": str(self.output_dir),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": {
-                "workers": getattr(engine, "workers", options.workers) if readable else options.workers,
-                "threshold": options.threshold if options.threshold is not None else classifier_meta.get("threshold", 0.5),
+                "workers": getattr(self.engine, "workers", options.workers),
+                "threshold": options.threshold if options.threshold is not None else self.classifier_meta.get("threshold", 0.5),
+                "labels": options.labels,
                 "annotate": options.annotate,
+                "archive": str(self.archive_dir) if self.archive_dir else None,
                 "force": options.force,
                 "batch_size": options.batch_size,
                 "timeout": options.timeout,
                 "max_pixels": options.max_pixels,
                 "detector": asdict(options.detector),
-                "model_dir": str(classifier_dir),
+                "model_dir": str(self.classifier_dir),
             },
             "models": {
-                "detector": {"name": detector_meta.get("name"), "sha256": detector_meta["sha256"]},
-                "classifier": {"name": classifier_meta.get("name"), "sha256": classifier_meta["sha256"]},
+                "detector": {"name": self.detector_meta.get("name"), "sha256": self.detector_meta["sha256"]},
+                "classifier": {"name": self.classifier_meta.get("name"), "sha256": self.classifier_meta["sha256"]},
             },
             "versions": library_versions(),
             "counts": {
-                "this_run": {k: getattr(summary, k) for k in ("scanned", "skipped", "processed", "ok", "errors", "faces", "masked", "unmasked")},
+                "this_run": {k: getattr(summary, k) for k in ("scanned", "skipped", "processed", "ok", "errors", "faces", "masked", "incorrect", "unmasked")},
                 "cumulative": {
                     "images": len(store.entries),
                     "errors": sum(e["row"]["status"] == "error" for e in store.entries.values()),
@@ -217,4 +290,23 @@ def run_batch(
             },
             "exit_code": summary.exit_code,
         })
-    return summary
+
+
+def run_batch(
+    input_dir: str | Path,
+    output_dir: str | Path,
+    options: RunOptions | None = None,
+    progress: Callable[[str, dict], None] | None = None,
+    engine_factory: Callable[[WorkerConfig, int | None], object] | None = None,
+) -> RunSummary:
+    """Process every new or changed photo under INPUT into OUTPUT (what `batchmask run` does)."""
+    session = RunSession(input_dir, output_dir, options, progress, engine_factory)
+    progress = session.progress
+    with session:
+        inputs = session.scan()
+        session.summary.scanned = len(inputs)
+        todo = session.select(inputs)
+        session.summary.skipped = len(inputs) - len(todo)
+        progress("start", {"total": len(todo), "skipped": session.summary.skipped, "scanned": len(inputs)})
+        session.process(todo)
+    return session.summary

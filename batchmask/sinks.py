@@ -30,8 +30,8 @@ from filelock import FileLock, Timeout
 from .storage import atomic_write_text, fsync_dir
 
 STATE_DIR = ".batchmask"
-FACE_COLUMNS = ["image", "face", "x1", "y1", "x2", "y2", "det_score", "mask_score", "label", "run_id", "detector", "classifier"]
-IMAGE_COLUMNS = ["image", "status", "faces", "masked", "unmasked", "error", "ms", "width", "height", "taken", "camera", "mtime", "run_id"]
+FACE_COLUMNS = ["image", "face", "x1", "y1", "x2", "y2", "det_score", "mask_score", "incorrect_score", "label", "run_id", "detector", "classifier"]
+IMAGE_COLUMNS = ["image", "status", "faces", "masked", "incorrect", "unmasked", "error", "ms", "width", "height", "taken", "camera", "mtime", "run_id"]
 TABLES = ("faces.csv", "faces.jsonl", "images.csv")
 RETRYABLE_ERRORS = ("cannot read", "I/O error")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -86,8 +86,9 @@ HEADERS = {
 
 
 class OutputStore:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, on_commit=None):
         self.root = Path(root)
+        self.on_commit = on_commit  # called with the entries of each commit once they are durable
         self.state = self.root / STATE_DIR
         self.ledger_path = self.state / "ledger.jsonl"
         self.entries: dict[str, dict] = {}
@@ -257,7 +258,9 @@ class OutputStore:
         for entry in self._pending:
             self.entries[entry["row"]["image"]] = entry
         self._lengths = lengths
-        self._pending = []
+        committed, self._pending = self._pending, []
+        if self.on_commit is not None:
+            self.on_commit(committed)
 
     def write_run_json(self, data: dict) -> None:
         atomic_write_text(self.root / "run.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -24,10 +24,44 @@ class InputFile:
         return [self.size, self.mtime_ns]
 
 
+_TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", "~")
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden and temporary names (dotfiles, `~$x`, `x.part`, `x.tmp`, `x~`): files still being written."""
+    lower = name.lower()
+    return name.startswith((".", "~$")) or lower.endswith(_TEMP_SUFFIXES)
+
+
+def input_file(root: str | os.PathLike, path: str | os.PathLike) -> InputFile | None:
+    """The InputFile for one path below `root` (as `scan` would give it), or None when it is
+    not a photo to process (not an image name, hidden or temporary, gone, a folder)."""
+    root, path = Path(root), Path(path)
+    try:
+        rel_path = path.relative_to(root)
+    except ValueError:
+        return None
+    if not is_image_name(path.name) or any(is_ignored_name(part) for part in rel_path.parts) or ".batchmask" in rel_path.parts:
+        return None
+    rel = rel_path.as_posix()
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return InputFile(str(path), rel, 0, 0, "broken symbolic link") if path.is_symlink() else None
+    except OSError as e:
+        return InputFile(str(path), rel, 0, 0, f"cannot stat: {e.strerror}")
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return InputFile(str(path), rel, 0, 0, "not a regular file (FIFO, socket or device)")
+    return InputFile(str(path), rel, st.st_size, st.st_mtime_ns)
+
+
 def scan(root: str | os.PathLike, exclude: list[str | os.PathLike] = ()) -> Iterator[InputFile]:
     """Photos below `root` (extension in any case), in a stable order.
 
-    Directory symlinks are not followed (no loops); file symlinks are. Entries
+    Directory symlinks are not followed (no loops); file symlinks are. Hidden
+    and temporary names (`is_ignored_name`) are skipped. Entries
     with an image name that are not regular files (dangling links, FIFOs,
     sockets) are yielded with `problem` set and are never opened.
     """
@@ -42,9 +76,9 @@ def scan(root: str | os.PathLike, exclude: list[str | os.PathLike] = ()) -> Iter
             rel = Path(e.filename).relative_to(root).as_posix() if e.filename else "."
             yield InputFile(str(e.filename), rel + "/", 0, 0, f"cannot read folder: {e.strerror}")
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in skip and not d.startswith(".batchmask"))
+        dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in skip and not is_ignored_name(d))
         for name in sorted(filenames):
-            if not is_image_name(name):
+            if not is_image_name(name) or is_ignored_name(name):
                 continue
             path = here / name
             rel = path.relative_to(root).as_posix()

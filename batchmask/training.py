@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import CROP_MARGIN
+from .classifier import CLASSES, CROP_MARGIN, decide
 from .datasets.splits import assign_split
 from .images import ImageError, is_image_name, load_image
 from .storage import atomic_write_text
 
 INPUT_SIZE = 96
-CLASSES = ("unmasked", "masked")  # index = label value; the output is P(masked)
 
 
 class TrainingError(Exception):
@@ -30,7 +29,10 @@ class TrainingError(Exception):
 
 
 def _list_split(data: Path) -> dict[str, list[tuple[Path, int]]]:
-    """Files per split: DATA/{train,val[,test]}/{masked,unmasked} or DATA/{masked,unmasked}."""
+    """Files per split: DATA/{train,val[,test]}/{masked,incorrect,unmasked} or DATA/{masked,incorrect,unmasked}.
+
+    Labels are indices into `CLASSES`; the `incorrect` folder is optional.
+    """
     def files(folder: Path, label: int) -> list[tuple[Path, int]]:
         return sorted((p, label) for p in folder.rglob("*") if p.is_file() and is_image_name(p.name))
 
@@ -66,7 +68,7 @@ def _load(items: list[tuple[Path, int]], size: int) -> tuple[np.ndarray, np.ndar
             continue
         xs.append(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
         ys.append(label)
-    return np.array(xs, np.uint8).reshape(-1, size, size, 3), np.array(ys, np.float32)
+    return np.array(xs, np.uint8).reshape(-1, size, size, 3), np.array(ys, np.int32)
 
 
 def build_model(input_size: int = INPUT_SIZE):
@@ -83,7 +85,7 @@ def build_model(input_size: int = INPUT_SIZE):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
     x = keras.layers.Dropout(0.25)(base.output)
-    out = keras.layers.Dense(1, activation="sigmoid", name="mask")(x)
+    out = keras.layers.Dense(len(CLASSES), activation="softmax", name="mask")(x)
     return keras.Model(base.input, out, name="mask_classifier")
 
 
@@ -133,6 +135,9 @@ def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """Masked against unmasked crops (incorrect ones left out), P(masked) against the threshold."""
+    keep = y != CLASSES.index("incorrect")
+    y, p = (y[keep] == CLASSES.index("masked")).astype(int), p[keep]
     pred = p >= threshold
     masked, unmasked = y == 1, y == 0
     return {
@@ -146,8 +151,26 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     }
 
 
+def three_label_metrics(y: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
+    """Confusion matrix (rows: truth, columns: label given, both in `CLASSES` order) and per-class recall."""
+    pred = np.array([CLASSES.index(lab) for lab in decide(probs, threshold, 3)], int)
+    confusion = np.zeros((3, 3), int)
+    np.add.at(confusion, (y.astype(int), pred), 1)
+    recall = {c: float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else float("nan") for i, c in enumerate(CLASSES)}
+    masked = CLASSES.index("masked")
+    noncompliant = y != masked
+    return {
+        "labels": list(CLASSES),
+        "confusion": confusion.tolist(),
+        "recall": recall,
+        "noncompliant_recall": float((pred[noncompliant] != masked).mean()) if noncompliant.any() else float("nan"),
+    }
+
+
 def best_balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
-    """The threshold maximising balanced accuracy on a split (ties: closest to 0.5)."""
+    """The threshold maximising balanced accuracy of masked against unmasked crops (ties: closest to 0.5)."""
+    keep = y != CLASSES.index("incorrect")
+    y, p = (y[keep] == CLASSES.index("masked")).astype(int), p[keep]
     if not (y == 1).any() or not (y == 0).any():
         return 0.5
     grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
@@ -161,7 +184,7 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     if not splits["train"]:
         raise TrainingError(f"no training crops found under {data}")
     labels_train = {lab for _, lab in splits["train"]}
-    if labels_train != {0, 1}:
+    if not {CLASSES.index("masked"), CLASSES.index("unmasked")} <= labels_train:
         raise TrainingError("training crops must include both masked and unmasked faces")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -178,9 +201,10 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     x_te, y_te = _load(splits["test"], stored) if splits["test"] else (None, None)
     log(f"loaded {len(x_tr)} train / {len(x_va)} val crops in {time.time() - t0:.0f}s")
 
-    n_pos = float(y_tr.sum())
-    n_neg = float(len(y_tr) - n_pos)
-    class_weight = {0: len(y_tr) / (2 * n_neg), 1: len(y_tr) / (2 * n_pos)}
+    # balanced: each class present weighs the same in the loss, whatever its crop count
+    counts = np.bincount(y_tr, minlength=len(CLASSES))
+    present = counts > 0
+    class_weight = {i: (len(y_tr) / (present.sum() * counts[i]) if counts[i] else 1.0) for i in range(len(CLASSES))}
     train_ds = (
         tf.data.Dataset.from_tensor_slices((x_tr, y_tr))
         .shuffle(len(x_tr), seed=seed, reshuffle_each_iteration=True)
@@ -193,7 +217,7 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     model = build_model(INPUT_SIZE)
     steps = max(1, int(np.ceil(len(x_tr) / batch_size))) * epochs
     lr = keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.05)
-    model.compile(keras.optimizers.Adam(lr), loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
+    model.compile(keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     class Log(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -205,19 +229,22 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, callbacks=[stop, Log()], verbose=0)
 
     def predict(x):
-        ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(len(x), np.float32))).map(_centre(tf, stored, INPUT_SIZE, centre_frac)).batch(256)
-        return model.predict(ds, verbose=0).reshape(-1)
+        ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(len(x), np.int32))).map(_centre(tf, stored, INPUT_SIZE, centre_frac)).batch(256)
+        return model.predict(ds, verbose=0).reshape(-1, len(CLASSES))
 
     p_va = predict(x_va)
     # Class weights make 0.5 the balanced decision point. The crop-validation optimum is
     # recorded but not used: on the annotated real photos it did not transfer (threshold
     # 0.12 gave Kaggle TNR 0.82 and webcam TNR 0.44, against 0.92 and 0.85 at 0.5).
     threshold = 0.5
-    val_best = best_balanced_threshold(y_va, p_va)
-    metrics = {"val": binary_metrics(y_va, p_va, threshold), "val_best_threshold": val_best,
-               "val_at_best": binary_metrics(y_va, p_va, val_best)}
+    p_mask = p_va[:, CLASSES.index("masked")]
+    val_best = best_balanced_threshold(y_va, p_mask)
+    metrics = {"val": binary_metrics(y_va, p_mask, threshold), "val_3": three_label_metrics(y_va, p_va, threshold),
+               "val_best_threshold": val_best, "val_at_best": binary_metrics(y_va, p_mask, val_best)}
     if x_te is not None and len(x_te):
-        metrics["test"] = binary_metrics(y_te, predict(x_te), threshold)
+        p_te = predict(x_te)
+        metrics["test"] = binary_metrics(y_te, p_te[:, CLASSES.index("masked")], threshold)
+        metrics["test_3"] = three_label_metrics(y_te, p_te, threshold)
 
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
@@ -234,12 +261,14 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
         "input": "NHWC float32 RGB 0..255",
         "crop_margin": CROP_MARGIN,
         "labels": list(CLASSES),
-        "output": "P(masked)",
+        "output": "softmax: P(masked), P(incorrect), P(unmasked)",
+        "decision": "masked if P(masked) >= threshold, else the likelier of incorrect and unmasked",
         "threshold": threshold,
         "metrics": metrics,
         "training": {
             "data": str(data),
-            "counts": {s: len(v) for s, v in splits.items()},
+            "counts": {s: {c: sum(1 for _, lab in v if lab == i) for i, c in enumerate(CLASSES)} for s, v in splits.items()},
+            "class_weight": {CLASSES[i]: round(w, 4) for i, w in class_weight.items()},
             "epochs_run": len(hist.get("loss", [])),
             "epochs_max": epochs,
             "seed": seed,
@@ -275,8 +304,8 @@ def _check_export(onnx_path: Path, model, x: np.ndarray, stored: int, centre_fra
     m = int(round(stored * (1 - centre_frac) / 2))
     batch = np.stack([cv2.resize(i[m : stored - m, m : stored - m], (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR) for i in x]).astype(np.float32)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: batch})[0].reshape(-1)
-    want = model.predict(batch, verbose=0).reshape(-1)
+    got = sess.run(None, {sess.get_inputs()[0].name: batch})[0]
+    want = model.predict(batch, verbose=0)
     if not np.allclose(got, want, atol=1e-3):
         raise TrainingError(f"ONNX export differs from Keras (max diff {np.abs(got - want).max():.4f})")
 

@@ -36,6 +36,7 @@ class WorkerConfig:
     classifier_dir: str | None = None
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     threshold: float | None = None  # None: the model's own threshold
+    labels: int = 3  # 2: `incorrect` folds into `unmasked`
     annotate_root: str | None = None  # OUTPUT/annotated, or None for --no-annotate
     crops_root: str | None = None  # data build: where face crops are written
     crop_size: int = 128
@@ -92,7 +93,7 @@ class Worker:
         if len(faces) == 0 and max(h, w) <= self.config.crop_fallback_side:
             faces = Faces([[0, 0, w, h]], [0.0], np.zeros((1, 5, 2)))
         if self.classifier is not None and len(faces):
-            faces.mask_scores = self.classifier.predict(rgb, faces.boxes)
+            faces.set_probabilities(self.classifier.predict(rgb, faces.boxes))
         return faces
 
     def handle(self, tasks: list[tuple]) -> list[dict]:
@@ -112,7 +113,7 @@ class Worker:
             result["taken"], result["camera"] = img.taken, img.camera
             raw = self.detect_raw(img.pixels)
             faces = self.detector.reported(raw, *img.pixels.shape[:2])
-            labels = faces.labels(self.threshold)
+            labels = faces.labels(self.threshold, self.config.labels)
             if self.config.annotate_root:
                 self._write_annotated(rel, img.pixels, faces, labels)
             if self.config.crops_root:
@@ -122,7 +123,8 @@ class Worker:
                 "boxes": np.round(full.boxes.astype(np.float64), 1).tolist(),
                 "det_scores": np.round(full.det_scores.astype(np.float64), 4).tolist(),
                 "landmarks": np.round(full.landmarks.astype(np.float64), 1).tolist(),
-                "mask_scores": [None if np.isnan(s) else round(float(s), 4) for s in full.mask_scores.astype(np.float64)],
+                "mask_scores": _rounded(full.mask_scores),
+                "incorrect_scores": _rounded(full.incorrect_scores),
                 "labels": labels if self.classifier is not None else [],
             }
         except PhotoTimeout:
@@ -173,6 +175,10 @@ class Worker:
             atomic_write_bytes(target, buf.tobytes(), durable=False)
             written.append({"crop": name, "width": float(faces.widths[i]), "det_score": float(faces.det_scores[i])})
         return written
+
+
+def _rounded(scores: np.ndarray) -> list:
+    return [None if np.isnan(s) else round(float(s), 4) for s in scores.astype(np.float64)]
 
 
 _WORKER: Worker | None = None

@@ -69,6 +69,28 @@ def test_metrics_on_a_known_case():
     assert m["recall_by_width"]["<16"] == {"faces": 1, "found": 0, "recall": 0.0}
 
 
+def test_three_label_confusion_and_rates():
+    gt = {"a.jpg": [([0, 0, 40, 40], "masked"), ([50, 0, 90, 40], "incorrect"), ([100, 0, 140, 40], "incorrect"),
+                    ([150, 0, 190, 40], "unmasked"), ([200, 0, 240, 40], "incorrect")]}
+    preds = {"a.jpg": [
+        Prediction([0, 0, 40, 40], 0.9, 0.6, 0.3),  # masked -> masked
+        Prediction([50, 0, 90, 40], 0.9, 0.2, 0.7),  # incorrect -> incorrect
+        Prediction([100, 0, 140, 40], 0.9, 0.7, 0.2),  # incorrect -> masked
+        Prediction([150, 0, 190, 40], 0.9, 0.1, 0.5),  # unmasked -> incorrect (0.5 > 0.4)
+    ]}  # the fifth face is missed: left out of the matrix, counted as not identified in the seed table
+    m = compute_metrics(gt, preds, threshold=0.5, min_width=16)
+    t = m["three_labels"]
+    assert t["confusion"] == [[1, 0, 0], [1, 1, 0], [0, 1, 0]]
+    assert t["incorrect_labelled_incorrect"] == 0.5 and t["incorrect_labelled_noncompliant"] == 0.5
+    assert t["noncompliant_recall"] == pytest.approx(2 / 3) and t["masked_labelled_incorrect"] == 0.0
+    assert t["precision"]["incorrect"] == 0.5
+    row = m["table"]["incorrect"]
+    assert (row["labelled_masked"], row["labelled_incorrect"], row["labelled_unmasked"], row["not_identified"]) == (1, 1, 0, 1)
+    assert m["tnr"] == 1.0  # an unmasked face labelled incorrect is still caught (not labelled masked)
+    two = compute_metrics(gt, {"a.jpg": [Prediction(p.box, p.det_score, p.mask_score) for p in preds["a.jpg"]]}, 0.5)
+    assert two["three_labels"] is None
+
+
 def test_average_precision():
     assert average_precision(np.array([0.9, 0.8]), np.array([True, True]), 2) == pytest.approx(1.0)
     assert average_precision(np.array([0.9, 0.8]), np.array([False, True]), 2) == pytest.approx(0.25)

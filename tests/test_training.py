@@ -23,7 +23,7 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     assert len(rows) >= 100 and {r["label"] for r in rows} == {"masked", "unmasked", "incorrect"}
     artificial = [r for r in rows if r["artificial"] == "True"]
     assert artificial and all(r["source"] != "masked_faces_real" and r["mask_style"] for r in artificial)
-    assert {r["wear"] for r in artificial if r["label"] == "incorrect"} <= {"nose_exposed", "chin_only"}
+    assert {r["wear"] for r in artificial if r["label"] == "incorrect"} <= {"nose_exposed", "mouth_exposed", "chin_only"}
     vgg = [r for r in rows if r["source"] == "vggface2_sample"]
     by_identity = {}
     for r in vgg:

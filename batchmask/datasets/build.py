@@ -26,7 +26,7 @@ from ..models import default_detector_path
 from ..sources import scan
 from ..storage import atomic_write_text
 from ..worker import WorkerConfig
-from .masks import STYLES, WEAR
+from .masks import INCORRECT_WEIGHTS, STYLES
 from .splits import assign_split, group_key
 
 CROP_SIZE = 128
@@ -44,7 +44,7 @@ def mask_plan(key: str, seed: int, share: float, incorrect_share: float) -> dict
     rng = random.Random(f"mask:{seed}:{key}")
     if rng.random() >= share:
         return None
-    wear = "correct" if rng.random() >= incorrect_share else rng.choice(WEAR[1:])
+    wear = "correct" if rng.random() >= incorrect_share else rng.choices(list(INCORRECT_WEIGHTS), weights=list(INCORRECT_WEIGHTS.values()))[0]
     return {"style": rng.choice(STYLES), "wear": wear, "seed": rng.randrange(2**31)}
 
 
@@ -54,7 +54,7 @@ def build_dataset(
     limit: int = 0,
     seed: int = 0,
     mask_share: float = 0.5,
-    incorrect_share: float = 0.15,
+    incorrect_share: float = 0.35,
     workers: int | None = None,
     progress: Callable[[str, dict], None] | None = None,
 ) -> dict:

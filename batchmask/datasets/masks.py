@@ -3,7 +3,7 @@
 Masks are drawn, not pasted from stock images: a polygon in the face's own
 frame (eye line and eye-to-mouth axis, so it follows roll and scale), filled
 with a style's colour, shaded top to bottom, with pleats or seams and ear
-loops. `wear` places it correctly, under the nose, or on the chin only.
+loops. `wear` places it correctly, under the nose, under the mouth, or on the chin only.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 
 STYLES = ("surgical", "cloth", "ffp2", "dark", "patterned")
-WEAR = ("correct", "nose_exposed", "chin_only")
+WEAR = ("correct", "nose_exposed", "mouth_exposed", "chin_only")
+# how often each way of wearing it wrong is drawn: a mask under the nose is the common case
+INCORRECT_WEIGHTS = {"nose_exposed": 0.5, "mouth_exposed": 0.2, "chin_only": 0.3}
 
 _COLOURS = {
     "surgical": [(120, 170, 215), (140, 200, 225), (235, 235, 240), (150, 210, 190)],
@@ -40,7 +42,7 @@ def _frame(landmarks: np.ndarray):
 def mask_polygon(landmarks: np.ndarray, wear: str = "correct", jitter: np.ndarray | None = None) -> np.ndarray:
     eye_c, u, v, e, d, nose = _frame(landmarks)
     nose_v = float(np.dot(nose - eye_c, v)) / d
-    top = {"correct": 0.45 * nose_v + 0.05, "nose_exposed": nose_v + 0.35, "chin_only": 1.55}[wear]
+    top = {"correct": 0.45 * nose_v + 0.05, "nose_exposed": nose_v + 0.35, "mouth_exposed": 1.2, "chin_only": 1.55}[wear]
     # (across in eye distances, down in eye-to-mouth distances), left half then mirrored
     half = [(0.0, top), (-0.55, top + 0.08), (-1.0, top + 0.25), (-1.08, 1.25), (-0.85, 1.75), (-0.45, 2.05), (0.0, 2.15)]
     pts = half + [(-a, b) for a, b in reversed(half[1:-1])]

@@ -4,6 +4,8 @@ Conventions (DESIGN.md): one-to-one matching at IoU > 0.5, highest score first;
 TNR = unmasked faces labelled unmasked / all unmasked faces (missed ones count
 as not caught); FNR = masked faces labelled unmasked / all masked faces;
 `incorrect` faces are counted on their own row, never folded into either class.
+With three-label predictions, `three_labels` adds the 3×3 confusion matrix over
+matched faces, per-class recall and precision, and non-compliant recall.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..classifier import CLASSES, decide
 from .matching import bucket_names, match, size_bucket
 
 
@@ -20,6 +23,7 @@ class Prediction:
     box: list[float]
     det_score: float
     mask_score: float | None
+    incorrect_score: float | None = None  # None: a two-label predictor
 
 
 @dataclass
@@ -29,6 +33,7 @@ class MatchedSet:
     gt_label: list[str] = field(default_factory=list)
     gt_width: list[float] = field(default_factory=list)
     gt_mask_score: list[float] = field(default_factory=list)  # NaN when missed
+    gt_incorrect_score: list[float] = field(default_factory=list)  # NaN when missed or two-label
     gt_det_score: list[float] = field(default_factory=list)  # NaN when missed
     pred_score: list[float] = field(default_factory=list)
     pred_matched: list[bool] = field(default_factory=list)
@@ -51,6 +56,7 @@ def match_all(gt: dict, preds: dict[str, list[Prediction]]) -> MatchedSet:
             m.gt_label.append(label)
             m.gt_width.append(box[2] - box[0])
             m.gt_mask_score.append(np.nan if i is None or p[i].mask_score is None else p[i].mask_score)
+            m.gt_incorrect_score.append(np.nan if i is None or p[i].incorrect_score is None else p[i].incorrect_score)
             m.gt_det_score.append(np.nan if i is None else p[i].det_score)
         for i, x in enumerate(p):
             m.pred_score.append(x.det_score)
@@ -80,6 +86,10 @@ def seed_table(m: MatchedSet, threshold: float, min_width: float) -> dict:
     keep = widths >= min_width
     found = ~np.isnan(scores)
     predicted_masked = scores >= threshold
+    incorrect_scores = np.array(m.gt_incorrect_score, np.float64)
+    three = ~np.isnan(incorrect_scores)
+    unmasked_scores = 1.0 - scores - np.nan_to_num(incorrect_scores)
+    predicted_incorrect = three & ~predicted_masked & (incorrect_scores > unmasked_scores)
     table = {}
     for label in ("masked", "unmasked"):
         sel = keep & (labels == label)
@@ -94,7 +104,8 @@ def seed_table(m: MatchedSet, threshold: float, min_width: float) -> dict:
     table["incorrect"] = {
         "ground_truth": int(sel.sum()),
         "labelled_masked": int((sel & found & predicted_masked).sum()),
-        "labelled_unmasked": int((sel & found & ~predicted_masked).sum()),
+        "labelled_incorrect": int((sel & found & predicted_incorrect).sum()),
+        "labelled_unmasked": int((sel & found & ~predicted_masked & ~predicted_incorrect).sum()),
         "not_identified": int((sel & ~found).sum()),
     }
     u, k = table["unmasked"], table["masked"]
@@ -102,6 +113,42 @@ def seed_table(m: MatchedSet, threshold: float, min_width: float) -> dict:
         "table": table,
         "tnr": u["identified_correct"] / u["ground_truth"] if u["ground_truth"] else float("nan"),
         "fnr": k["identified_wrong"] / k["ground_truth"] if k["ground_truth"] else float("nan"),
+    }
+
+
+def three_labels(m: MatchedSet, threshold: float, min_width: float) -> dict | None:
+    """Confusion of ground truth (rows) against labels given (columns) over matched faces ≥ min_width.
+
+    None when the predictions carry no incorrect score (a two-label predictor).
+    """
+    inc = np.array(m.gt_incorrect_score, np.float64)
+    if not (~np.isnan(inc)).any():
+        return None
+    labels = np.array(m.gt_label)
+    mask = np.array(m.gt_mask_score, np.float64)
+    sel = (np.array(m.gt_width) >= min_width) & ~np.isnan(mask) & ~np.isnan(inc)
+    probs = np.stack([mask, inc, 1.0 - mask - inc], axis=1)[sel]
+    given = np.array([CLASSES.index(x) for x in decide(probs, threshold, 3)], int)
+    truth = np.array([CLASSES.index(x) for x in labels[sel]], int)
+    confusion = np.zeros((3, 3), int)
+    np.add.at(confusion, (truth, given), 1)
+
+    def ratio(a, b):
+        return float(a / b) if b else float("nan")
+
+    recall = {c: ratio(confusion[i, i], confusion[i].sum()) for i, c in enumerate(CLASSES)}
+    precision = {c: ratio(confusion[i, i], confusion[:, i].sum()) for i, c in enumerate(CLASSES)}
+    k, i_, u = (CLASSES.index(c) for c in ("masked", "incorrect", "unmasked"))
+    noncompliant = confusion[[i_, u]]
+    return {
+        "labels": list(CLASSES),
+        "confusion": confusion.tolist(),
+        "recall": recall,
+        "precision": precision,
+        "noncompliant_recall": ratio(noncompliant[:, [i_, u]].sum(), noncompliant.sum()),
+        "incorrect_labelled_noncompliant": ratio(confusion[i_, [i_, u]].sum(), confusion[i_].sum()),
+        "incorrect_labelled_incorrect": recall["incorrect"],
+        "masked_labelled_incorrect": ratio(confusion[k, i_], confusion[k].sum()),
     }
 
 
@@ -157,6 +204,7 @@ def compute_metrics(gt: dict, preds: dict[str, list[Prediction]], threshold: flo
         "false_detections_per_image": float(false_det.sum() / max(1, m.images)),
         "false_detections_flagged_unmasked": int((false_det & (pred_mask < threshold)).sum()),
         **seed_table(m, threshold, min_width),
+        "three_labels": three_labels(m, threshold, min_width),
         "pipeline_roc": roc(y, score),
         "classifier_roc": roc(y[matched], score[matched]),
         "threshold_sweep": sweep,

@@ -32,14 +32,17 @@ def load_predictions(path: Path) -> dict[str, list[Prediction]]:
                     faces = preds.setdefault(row["image"], [])
                     for face in row["faces"]:
                         mask = face.get("mask_prob", face.get("mask_score"))
-                        faces.append(Prediction(list(map(float, face["box"])), float(face["det_score"]), None if mask is None else float(mask)))
+                        faces.append(Prediction(list(map(float, face["box"])), float(face["det_score"]), _opt(mask), _opt(face.get("incorrect_score"))))
                 else:
                     box = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
-                    mask = row.get("mask_score")
-                    preds.setdefault(row["image"], []).append(Prediction(box, float(row["det_score"]), None if mask is None else float(mask)))
+                    preds.setdefault(row["image"], []).append(Prediction(box, float(row["det_score"]), _opt(row.get("mask_score")), _opt(row.get("incorrect_score"))))
             except (ValueError, KeyError, TypeError) as e:
                 raise PredictionsError(f"{path}:{line_no}: not a prediction line ({type(e).__name__}: {e})") from None
     return preds
+
+
+def _opt(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def _seed_table_md(metrics: dict) -> str:
@@ -52,8 +55,34 @@ def _seed_table_md(metrics: dict) -> str:
         r = t[label]
         rows.append(f"| {label} | {r['ground_truth']} | {r['identified_correct']} | {r['identified_wrong']} | {r['not_identified']} |")
     i = t["incorrect"]
-    rows.append(f"| mask worn incorrectly | {i['ground_truth']} | labelled masked: {i['labelled_masked']} | labelled unmasked: {i['labelled_unmasked']} | {i['not_identified']} |")
+    rows.append(
+        f"| mask worn incorrectly | {i['ground_truth']} | labelled incorrect: {i.get('labelled_incorrect', 0)}, unmasked: {i['labelled_unmasked']} "
+        f"| labelled masked: {i['labelled_masked']} | {i['not_identified']} |"
+    )
     return "\n".join(rows)
+
+
+def _three_labels_md(metrics: dict) -> list[str]:
+    t = metrics.get("three_labels")
+    if not t:
+        return ["## Three labels", "", "These predictions carry two labels only (no incorrect score).", ""]
+    head = "| ground truth \\ labelled | " + " | ".join(t["labels"]) + " | recall |"
+    rows = [head, "|---|" + "---:|" * (len(t["labels"]) + 1)]
+    for name, counts in zip(t["labels"], t["confusion"]):
+        rows.append(f"| {name} | " + " | ".join(str(c) for c in counts) + f" | {_fmt(t['recall'][name])} |")
+    rows.append("| precision | " + " | ".join(_fmt(t["precision"][c]) for c in t["labels"]) + " | |")
+    return [
+        "## Three labels",
+        "",
+        f"Matched faces ≥ {metrics['min_width']:g} px. Masked = P(masked) ≥ threshold; otherwise the likelier of incorrect and unmasked.",
+        "",
+        *rows,
+        "",
+        f"Non-compliant recall (incorrect or unmasked faces not labelled masked): {_fmt(t['noncompliant_recall'])}. "
+        f"Worn-incorrectly faces labelled non-compliant: {_fmt(t['incorrect_labelled_noncompliant'])}, exactly incorrect: "
+        f"{_fmt(t['incorrect_labelled_incorrect'])}. Correctly masked faces labelled incorrect: {_fmt(t['masked_labelled_incorrect'])}.",
+        "",
+    ]
 
 
 def _fmt(x) -> str:
@@ -84,6 +113,7 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         f"False detections (boxes matching no annotated face of any size): {metrics['false_detections']}, "
         f"of which {metrics['false_detections_flagged_unmasked']} were labelled unmasked.",
         "",
+        *_three_labels_md(metrics),
         "## Detector recall by face width",
         "",
         "| width (px) | " + " | ".join(buckets) + " |",

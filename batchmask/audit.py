@@ -1,0 +1,262 @@
+"""`batchmask report`: audit tables from the cumulative outputs of one or more OUTPUT folders.
+
+Counts come from faces.csv (one row per face, its label) and images.csv (one
+row per photo, its date and camera), so the report's totals are the tables'
+totals. A photo's day is its EXIF capture date, or its file date when the
+photo has none. The compliance rate is masked / classified faces: a mask worn
+incorrectly counts as non-compliant.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .sinks import spreadsheet_safe
+from .storage import UnsafePathError, atomic_write_bytes, atomic_write_text, safe_join
+from .worker import ANNOTATED_DIR, annotated_name
+
+GROUPINGS = ("day", "folder", "camera")
+COUNTS = ("masked", "incorrect", "unmasked")
+
+
+class AuditError(Exception):
+    pass
+
+
+def _unneutralise(value: str) -> str:
+    """Undo the spreadsheet guard of our own CSVs (a leading quote before = + - @ tab CR)."""
+    return value[1:] if value.startswith("'") and value[1:2] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def load_tables(outputs: list[Path]):
+    """images and faces of every OUTPUT as two DataFrames (text kept as text), keyed by (output, image)."""
+    import pandas as pd
+
+    images, faces = [], []
+    for out in outputs:
+        for name in ("images.csv", "faces.csv"):
+            if not (out / name).is_file():
+                raise AuditError(f"{out} has no {name}: is it a batchmask OUTPUT folder?")
+        img = pd.read_csv(out / "images.csv", dtype=str, keep_default_na=False)
+        fac = pd.read_csv(out / "faces.csv", dtype=str, keep_default_na=False)
+        for df in (img, fac):
+            df["image"] = df["image"].map(_unneutralise)
+            df.insert(0, "output", str(out))
+        if "camera" in img:
+            img["camera"] = img["camera"].map(_unneutralise)
+        images.append(img)
+        faces.append(fac)
+    return pd.concat(images, ignore_index=True), pd.concat(faces, ignore_index=True)
+
+
+def _day(row) -> str:
+    for key in ("taken", "mtime"):
+        value = row.get(key, "") or ""
+        if len(value) >= 10:
+            return value[:10]
+    return "unknown"
+
+
+def _folder(image: str) -> str:
+    parent = image.rsplit("/", 1)[0] if "/" in image else ""
+    return parent or "(top)"
+
+
+def select_images(images, since: dt.date | None = None, until: dt.date | None = None):
+    """Images with their day, folder and camera, limited to the days from `since` to `until` (inclusive)."""
+    import pandas as pd
+
+    images = images.copy()
+    images["day"] = [_day(r) for r in images.to_dict("records")]
+    images["folder"] = images["image"].map(_folder)
+    images["camera"] = images.get("camera", pd.Series("", index=images.index)).replace("", "unknown")
+    if since or until:
+        days = pd.to_datetime(images["day"], format="%Y-%m-%d", errors="coerce")  # "unknown" -> NaT, never kept
+        keep = days.notna()
+        if since:
+            keep &= days >= pd.Timestamp(since)
+        if until:
+            keep &= days <= pd.Timestamp(until)
+        images = images[keep]
+    return images
+
+
+def audit_table(images, faces, by: str = "day"):
+    """One row per group of `select_images` output: images, errors, faces, masked, incorrect, unmasked, compliance_rate."""
+    import pandas as pd
+
+    if by not in GROUPINGS:
+        raise AuditError(f"--by must be one of {', '.join(GROUPINGS)}, not {by!r}")
+    per_face = faces.merge(images[["output", "image", by]], on=["output", "image"], how="inner")
+    counts = pd.crosstab(per_face[by], per_face["label"]) if len(per_face) else pd.DataFrame()
+    table = pd.DataFrame(index=sorted(images[by].unique()))
+    table.index.name = by
+    table["images"] = images.groupby(by).size()
+    table["errors"] = images[images["status"] == "error"].groupby(by).size()
+    table["faces"] = per_face.groupby(by).size()
+    for label in COUNTS:
+        table[label] = counts[label] if label in counts else 0
+    table = table.fillna(0).astype(int)
+    classified = table[list(COUNTS)].sum(axis=1)
+    table["compliance_rate"] = (table["masked"] / classified.where(classified > 0)).round(4)
+    return table.reset_index()
+
+
+@dataclass
+class AuditResult:
+    table: object  # pandas DataFrame
+    totals: dict
+    path: Path
+
+
+def write_audit(outputs: list[Path], out: Path, by: str = "day", since=None, until=None, thumbnails: int = 60) -> AuditResult:
+    images, faces = load_tables(outputs)
+    images = select_images(images, since, until)
+    faces = faces.merge(images[["output", "image"]], on=["output", "image"], how="inner")
+    table = audit_table(images, faces, by)
+    totals = {k: int(table[k].sum()) for k in ("images", "errors", "faces", *COUNTS)}
+    classified = sum(totals[k] for k in COUNTS)
+    totals["compliance_rate"] = round(totals["masked"] / classified, 4) if classified else None
+    if out.suffix.lower() in (".html", ".htm"):
+        page = _html(table, totals, by, since, until, outputs, images, faces, thumbnails)
+        atomic_write_text(out, page)
+    else:
+        safe = table.copy()
+        safe[by] = safe[by].map(spreadsheet_safe)
+        atomic_write_bytes(out, safe.to_csv(index=False).encode("utf-8"))
+    return AuditResult(table, totals, out)
+
+
+def _chart_png(table, by: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(table)
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.45 * n + 3)), 4))
+    x = np.arange(n)
+    bottom = np.zeros(n)
+    for label, colour in zip(COUNTS, ("#2ea043", "#f59e0b", "#dc2626")):
+        ax.bar(x, table[label], bottom=bottom, color=colour, label=label)
+        bottom += table[label].to_numpy()
+    ax.set_ylabel("faces")
+    ax.set_xticks(x, [str(v) for v in table[by]], rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center", fontsize=8)
+    rate = ax.twinx()
+    rate.plot(x, table["compliance_rate"] * 100, color="#111827", marker="o", label="compliance %")
+    rate.set_ylim(0, 105)
+    rate.set_ylabel("compliance (%)")
+    handles = ax.get_legend_handles_labels()[0] + rate.get_legend_handles_labels()[0]
+    ax.legend(handles, [*COUNTS, "compliance %"], loc="upper left", fontsize=8, ncols=4)
+    ax.set_title(f"Faces and compliance by {by}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _thumbnails(outputs, images, faces, limit: int) -> list[dict]:
+    """Crops of the non-compliant faces, newest first, from the input photos (else the annotated copies)."""
+    import cv2
+
+    from .images import ImageError, load_image
+
+    if limit <= 0:
+        return []
+    info = {(r["output"], r["image"]): r for r in images.to_dict("records")}
+    wanted = faces[faces["label"].isin(["unmasked", "incorrect"])].copy()
+    wanted["day"] = [_day(info.get((o, i), {})) for o, i in zip(wanted["output"], wanted["image"])]
+    wanted = wanted.sort_values(["day", "image"], ascending=[False, True]).head(limit)
+    inputs = {}
+    for out in outputs:
+        try:
+            inputs[str(out)] = Path(json.loads((out / "run.json").read_text()).get("input", ""))
+        except (OSError, ValueError):
+            inputs[str(out)] = None
+    cache: dict[tuple, object] = {}
+    thumbs = []
+    for face in wanted.to_dict("records"):
+        key = (face["output"], face["image"])
+        if key not in cache:
+            cache.clear()
+            candidates = [(Path(face["output"]) / ANNOTATED_DIR, annotated_name(face["image"]))]
+            if inputs.get(face["output"]):
+                candidates.insert(0, (inputs[face["output"]], face["image"]))
+            cache[key] = None
+            for folder, name in candidates:
+                try:
+                    path = safe_join(folder, name)
+                    if path.is_file():
+                        cache[key] = load_image(str(path), target_side=1600).pixels
+                        break
+                except (ImageError, OSError, UnsafePathError):
+                    continue
+        rgb = cache[key]
+        if rgb is None:
+            continue
+        width = float(info.get(key, {}).get("width") or rgb.shape[1]) or rgb.shape[1]
+        s = rgb.shape[1] / width
+        x1, y1, x2, y2 = (float(face[k]) * s for k in ("x1", "y1", "x2", "y2"))
+        pad = 0.15 * max(x2 - x1, y2 - y1)
+        h, w = rgb.shape[:2]
+        crop = rgb[max(0, int(y1 - pad)) : min(h, int(y2 + pad)), max(0, int(x1 - pad)) : min(w, int(x2 + pad))]
+        if crop.size == 0:
+            continue
+        scale = 96 / crop.shape[0]
+        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), 96), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        ok, buf = cv2.imencode(".jpg", crop[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if ok:
+            thumbs.append({"jpeg": base64.b64encode(buf.tobytes()).decode(), "image": face["image"], "day": face["day"], "label": face["label"]})
+    return thumbs
+
+
+def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: int) -> str:
+    esc = html.escape
+    period = f"{since or '…'} to {until or '…'}" if since or until else "All dates"
+    chart = base64.b64encode(_chart_png(table, by)).decode() if len(table) else ""
+    head = "".join(f"<th>{esc(c.replace('_', ' '))}</th>" for c in table.columns)
+    rows = []
+    for r in table.to_dict("records"):
+        cells = [esc(str(r[by]))] + [str(r[c]) for c in ("images", "errors", "faces", *COUNTS)]
+        rate = r["compliance_rate"]
+        cells.append("–" if rate != rate else f"{rate * 100:.1f} %")
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    rate = totals["compliance_rate"]
+    total_cells = ["total"] + [str(totals[c]) for c in ("images", "errors", "faces", *COUNTS)] + ["–" if rate is None else f"{rate * 100:.1f} %"]
+    rows.append("<tr class='total'>" + "".join(f"<td>{c}</td>" for c in total_cells) + "</tr>")
+    thumbs = _thumbnails(outputs, images, faces, thumbnails)
+    figures = "".join(
+        f"<figure class='{esc(t['label'])}'><img src='data:image/jpeg;base64,{t['jpeg']}' alt='{esc(t['label'])}'>"
+        f"<figcaption>{esc(t['label'])}<br>{esc(t['image'])}<br>{esc(t['day'])}</figcaption></figure>"
+        for t in thumbs
+    )
+    noncompliant = totals["incorrect"] + totals["unmasked"]
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}th{background:#f3f4f6}tr.total td{font-weight:bold;background:#f9fafb}"
+        ".grid{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:120px;font-size:11px;word-break:break-all}"
+        "figure img{height:96px;max-width:120px;border:3px solid #dc2626}figure.incorrect img{border-color:#f59e0b}"
+        "img.chart{max-width:100%}"
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>batchmask audit report</title>"
+        f"<style>{style}</style></head><body>"
+        f"<h1>Mask compliance by {esc(by)}</h1>"
+        f"<p>{esc(period)} · {totals['images']} photos ({totals['errors']} unreadable) · {totals['faces']} faces · "
+        f"compliance {'–' if rate is None else f'{rate * 100:.1f} %'} (masked / classified faces; a mask worn incorrectly is non-compliant)</p>"
+        f"<p>Sources: {', '.join(esc(str(o)) for o in outputs)}. Generated {dt.datetime.now():%Y-%m-%d %H:%M}.</p>"
+        + (f"<img class='chart' alt='chart' src='data:image/png;base64,{chart}'>" if chart else "<p>No photos in this period.</p>")
+        + f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        f"<h2>Non-compliant faces ({noncompliant}; {len(thumbs)} shown, newest first)</h2><div class='grid'>{figures}</div>"
+        "</body></html>\n"
+    )

@@ -1,0 +1,216 @@
+"""Job files: batches described in TOML for cron and systemd timers, run under a lock.
+
+A job is a list of steps. The short form is a `run` at the top level with an
+optional `[report]` table; the long form is `[[step]]` tables, each naming
+what it does with `do = "run" | "report" | "data-build" | "train" | "evaluate"`.
+Relative paths are relative to the job file's folder, so a job runs the same
+from cron (whose working directory is $HOME) as from a shell.
+
+Steps run in order; a step that fails stops the job (a `run` that only
+rejected some photos does not). The lock is an OS file lock (filelock), held
+for the whole job and released by the kernel when the process dies, so a
+killed job never blocks the next start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+
+class JobError(Exception):
+    """A job file that cannot be run as written."""
+
+
+class JobBusyError(Exception):
+    """The same job is already running."""
+
+
+# key -> (type, required); "path" and "paths" are resolved against the job file's folder
+STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
+    "run": {
+        "input": ("path", True), "output": ("path", True), "workers": ("int", False), "threshold": ("float", False),
+        "labels": ("int", False), "model": ("path", False), "annotate": ("bool", False), "archive": ("path", False),
+        "force": ("bool", False), "timeout": ("float", False), "max_pixels": ("int", False),
+    },
+    "report": {
+        "outputs": ("paths", False), "out": ("path", True), "by": ("str", False), "since": ("date", False),
+        "until": ("date", False), "last_days": ("int", False), "thumbnails": ("int", False),
+    },
+    "data-build": {
+        "unmasked": ("paths", True), "masked": ("paths", True), "out": ("path", True), "limit": ("int", False),
+        "seed": ("int", False), "mask_share": ("float", False), "incorrect_share": ("float", False), "workers": ("int", False),
+    },
+    "train": {"data": ("path", True), "out": ("path", True), "epochs": ("int", False), "seed": ("int", False), "batch_size": ("int", False)},
+    "evaluate": {
+        "images": ("path", True), "boxes": ("path", True), "out": ("path", True), "model": ("path", False),
+        "threshold": ("float", False), "min_width": ("float", False), "title": ("str", False), "workers": ("int", False),
+    },
+}
+JOB_KEYS = {"name": "str", "lock": "path"}
+
+
+@dataclass
+class Step:
+    do: str
+    args: dict
+    where: str  # for messages: "[[step]] 2 (train)" or "[report]"
+
+
+@dataclass
+class Job:
+    path: Path
+    name: str
+    lock: Path
+    steps: list[Step] = field(default_factory=list)
+
+
+def _convert(value, kind: str, where: str, key: str, base: Path):
+    def bad(expected: str):
+        return JobError(f"{where}: {key} must be {expected}, not {value!r}")
+
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if kind == "date":
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise bad("a date (2026-11-30)")
+    if kind == "path":
+        if not isinstance(value, str) or not value:
+            raise bad("a path string")
+        return (base / os.path.expanduser(value)).resolve()
+    if kind == "paths":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
+            raise bad("a path or a list of paths")
+        return [(base / os.path.expanduser(v)).resolve() for v in items]
+    raise AssertionError(kind)
+
+
+def _step(do: str, table: dict, where: str, base: Path) -> Step:
+    allowed = STEP_KEYS[do]
+    for key in table:
+        if key not in allowed:
+            raise JobError(f"{where}: unknown key {key!r} (a {do} step takes: {', '.join(allowed)})")
+    args = {}
+    for key, (kind, required) in allowed.items():
+        if key in table:
+            args[key] = _convert(table[key], kind, where, key, base)
+        elif required:
+            raise JobError(f"{where}: missing key {key!r}")
+    if do == "run" and args.get("labels", 3) not in (2, 3):
+        raise JobError(f"{where}: labels must be 2 or 3, not {args['labels']}")
+    if do == "run" and not 0 <= args.get("threshold", 0.5) <= 1:
+        raise JobError(f"{where}: threshold must be between 0 and 1, not {args['threshold']}")
+    if do == "report" and args.get("by", "day") not in ("day", "folder", "camera"):
+        raise JobError(f"{where}: by must be day, folder or camera, not {args['by']!r}")
+    return Step(do, args, where)
+
+
+def default_lock_path(job_path: Path) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha1(str(job_path).encode()).hexdigest()[:12]
+    return cache / "batchmask" / "locks" / f"{job_path.stem}-{digest}.lock"
+
+
+def load_job(path: str | os.PathLike) -> Job:
+    path = Path(path).resolve()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise JobError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise JobError(f"{path}: not a UTF-8 text file") from None
+    base = path.parent
+    where = path.name
+    job_table = data.pop("job", {})
+    if not isinstance(job_table, dict):
+        raise JobError(f"{where}: [job] must be a table")
+    for key in job_table:
+        if key not in JOB_KEYS:
+            raise JobError(f"{where} [job]: unknown key {key!r} (expected: {', '.join(JOB_KEYS)})")
+    name = _convert(job_table.get("name", path.stem), "str", f"{where} [job]", "name", base)
+    lock = _convert(job_table["lock"], "path", f"{where} [job]", "lock", base) if "lock" in job_table else default_lock_path(path)
+    job = Job(path, name, lock)
+    if "step" in data:
+        steps = data.pop("step")
+        if data:
+            raise JobError(f"{where}: with [[step]] tables, nothing else belongs at the top level (found {', '.join(map(repr, data))})")
+        if not isinstance(steps, list):
+            raise JobError(f"{where}: step must be an array of tables ([[step]])")
+        for i, table in enumerate(steps, start=1):
+            do = table.pop("do", None)
+            if do not in STEP_KEYS:
+                raise JobError(f"{where} [[step]] {i}: do must be one of {', '.join(STEP_KEYS)}, not {do!r}")
+            job.steps.append(_step(do, table, f"{where} [[step]] {i} ({do})", base))
+    else:
+        report = data.pop("report", None)
+        if data:
+            job.steps.append(_step("run", data, f"{where} (run keys)", base))
+        if report is not None:
+            if not isinstance(report, dict):
+                raise JobError(f"{where}: report must be a table ([report])")
+            step = _step("report", report, f"{where} [report]", base)
+            if "outputs" not in step.args:
+                if not job.steps:
+                    raise JobError(f"{where} [report]: outputs is required when the job has no run")
+                step.args["outputs"] = [job.steps[0].args["output"]]
+            job.steps.append(step)
+    if not job.steps:
+        raise JobError(f"{where}: nothing to do (give run keys such as input and output, or [[step]] tables)")
+    for step in job.steps:
+        if step.do == "report" and "outputs" not in step.args:
+            raise JobError(f"{step.where}: missing key 'outputs'")
+    return job
+
+
+class JobLock:
+    """An exclusive OS lock for one job, with a note of who holds it since when."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.info = path.with_name(path.name + ".info")
+        self._lock = FileLock(str(path))
+
+    def __enter__(self) -> "JobLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            try:
+                holder = self.info.read_text().strip()
+            except OSError:
+                holder = "holder unknown"
+            raise JobBusyError(f"a run of this job is already in progress ({holder}; lock {self.path})") from None
+        self.info.write_text(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.info.unlink(missing_ok=True)
+        self._lock.release()

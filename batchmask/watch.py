@@ -1,0 +1,161 @@
+"""`batchmask watch`: keep an OUTPUT up to date with a folder that photos keep landing in.
+
+Filesystem events (watchdog: inotify, or polling for SMB/NFS shares where no
+events arrive) only mark paths as *pending*; the main loop decides when a
+pending file is complete: its size and mtime have not changed for `settle`
+seconds. Hidden and temporary names are ignored, a rename into place counts as
+a new file at its destination. Complete files go to the engine in small chunks
+through the same `RunSession` as `batchmask run`, so rows, resume and the
+ledger are the same. The pending set is bounded: past `max_pending` paths it is
+dropped and the folder rescanned instead, which also happens at start (catch-up)
+and whenever the observer reports an overflow.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from .runner import RunOptions, RunSession, RunSummary
+from .sources import InputFile, input_file
+
+
+@dataclass
+class WatchOptions:
+    polling: bool = False
+    interval: float = 2.0  # polling period (s)
+    settle: float = 2.0  # a file is complete when unchanged for this long (s)
+    max_pending: int = 10_000
+    chunk: int = 16  # photos handed to the engine per step: bounds latency of a stop
+
+
+class _Pending:
+    """Paths that changed and are not processed yet, with when each last changed (thread-safe)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.paths: dict[str, float] = {}
+        self.rescan = True  # catch up on start
+
+    def touch(self, path: str) -> None:
+        with self.lock:
+            if len(self.paths) >= self.limit and path not in self.paths:
+                self.paths.clear()  # a burst: forget the paths, rescan the folder instead
+                self.rescan = True
+                return
+            self.paths[path] = time.monotonic()
+
+    def discard(self, path: str) -> None:
+        with self.lock:
+            self.paths.pop(path, None)
+
+    def take_rescan(self) -> bool:
+        with self.lock:
+            flag, self.rescan = self.rescan, False
+            return flag
+
+    def snapshot(self) -> list[tuple[str, float]]:
+        with self.lock:
+            return list(self.paths.items())
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, pending: _Pending):
+        self.pending = pending
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        if event.is_directory:
+            if event.event_type in ("created", "moved"):
+                self.pending.rescan = True  # a folder moved in brings files with it, unannounced
+            return
+        if event.event_type == "deleted":
+            self.pending.discard(os.fsdecode(event.src_path))
+            return
+        path = event.dest_path if event.event_type == "moved" else event.src_path
+        if event.event_type == "moved":
+            self.pending.discard(os.fsdecode(event.src_path))
+        self.pending.touch(os.fsdecode(path))
+
+
+class Watcher:
+    def __init__(self, input_dir, output_dir, options: RunOptions | None = None, watch: WatchOptions | None = None, progress=None):
+        self.input_dir = Path(input_dir).resolve()
+        self.output_dir = Path(output_dir).resolve()
+        self.options = options or RunOptions()
+        self.watch = watch or WatchOptions()
+        self.progress = progress or (lambda event, data: None)
+        self.stop_event = threading.Event()
+        self.pending = _Pending(self.watch.max_pending)
+        self._seen: dict[str, tuple[list[int], float]] = {}  # path -> (signature, when it last changed)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> RunSummary:
+        session = RunSession(self.input_dir, self.output_dir, self.options, self.progress)
+        observer = PollingObserver(timeout=self.watch.interval) if self.watch.polling else Observer()
+        observer.schedule(_Handler(self.pending), str(self.input_dir), recursive=True)
+        with session:
+            observer.start()
+            self.progress("watching", {"input": str(self.input_dir), "polling": self.watch.polling})
+            try:
+                while not self.stop_event.is_set():
+                    ready = self._ready(session)
+                    if ready:
+                        session.process(ready, batch_size=max(1, min(session.options.batch_size, len(ready) // 2 or 1)))
+                        session.commit()
+                    else:
+                        self.stop_event.wait(0.2)
+                    if not observer.is_alive():
+                        raise RuntimeError("the filesystem observer stopped (watched folder removed or unreadable?)")
+            finally:
+                observer.stop()
+                observer.join(timeout=5)
+        return session.summary
+
+    def _ready(self, session: RunSession) -> list[InputFile]:
+        """Pending files that are complete and not yet in OUTPUT (at most one chunk)."""
+        if self.pending.take_rescan():
+            found = session.scan()
+            for f in found:
+                if not session.store.is_current(f.rel, f.signature):
+                    self.pending.touch(f.path)
+            self.progress("scanned", {"files": len(found)})
+        now = time.monotonic()
+        ready: list[InputFile] = []
+        for path, _touched in sorted(self.pending.snapshot(), key=lambda item: item[1]):
+            if len(ready) >= self.watch.chunk:
+                break
+            f = input_file(self.input_dir, path)
+            if f is None or any(Path(path).is_relative_to(d) for d in session.excluded):
+                self.pending.discard(path)
+                self._seen.pop(path, None)
+                continue
+            if not f.problem and not self._settled(path, f, now):
+                continue
+            self.pending.discard(path)
+            self._seen.pop(path, None)
+            if session.store.is_current(f.rel, f.signature):
+                continue  # an event for a file already done (touched, moved back, a duplicate event)
+            ready.append(f)
+        return session.select(ready) if ready else []
+
+    def _settled(self, path: str, f: InputFile, now: float) -> bool:
+        """Unchanged (size, mtime) for `settle` seconds. On first sight a file whose mtime is
+        already older than that is complete; a future mtime (clock skew) means watching it."""
+        previous = self._seen.get(path)
+        if previous is not None and previous[0] == f.signature:
+            return now - previous[1] >= self.watch.settle
+        self._seen[path] = (f.signature, now)
+        age = time.time() - f.mtime_ns / 1e9
+        return previous is None and age >= self.watch.settle

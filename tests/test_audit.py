@@ -1,0 +1,110 @@
+"""`batchmask report`: audit tables whose totals are faces.csv's, safe in a spreadsheet."""
+
+import csv
+import io
+import shutil
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES, batchmask
+
+
+def photo(src, dest, day: str | None = None, camera: tuple[str, str] | None = None):
+    im = Image.open(src)
+    exif = Image.Exif()
+    if day:
+        exif[0x0132] = f"{day.replace('-', ':')} 08:30:00"
+    if camera:
+        exif[0x010F], exif[0x0110] = camera
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    im.save(dest, "JPEG", quality=92, exif=exif.tobytes())
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    inp = root / "in"
+    photo(SAMPLES / "astronaut.jpg", inp / "lobby" / "a1.jpg", "2026-11-20", ("Acme", "Door 1"))
+    photo(SAMPLES / "masks" / "astronaut_surgical.jpg", inp / "lobby" / "a2.jpg", "2026-11-20", ("Acme", "Door 1"))
+    photo(SAMPLES / "masks" / "astronaut_cloth.jpg", inp / "yard" / "b1.jpg", "2026-11-21", ("Acme", "Gate"))
+    photo(SAMPLES / "chelsea.jpg", inp / "yard" / "cat.jpg", "2026-11-21", ("Acme", "Gate"))
+    photo(SAMPLES / "astronaut.jpg", inp / '=HYPERLINK("evil.example","x").jpg', "2026-11-22", ("=cmd|' /C calc'!A0", ""))
+    (inp / "yard" / "broken.jpg").write_bytes(b"not a jpeg")
+    out = root / "out"
+    r = batchmask("run", inp, out, "-w", "1", "-q")
+    assert r.returncode == 3, r.stderr  # the broken file
+    return root, out
+
+
+def faces_by_label(out):
+    faces = list(csv.DictReader(open(out / "faces.csv", encoding="utf-8")))
+    return {lab: sum(f["label"] == lab for f in faces) for lab in ("masked", "incorrect", "unmasked")}, len(faces)
+
+
+@pytest.mark.parametrize("by", ["day", "folder", "camera"])
+def test_report_totals_match_faces_csv(audited, by):
+    root, out = audited
+    target = root / f"by_{by}.csv"
+    r = batchmask("report", out, "--out", target, "--by", by)
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(target)
+    assert list(table.columns) == [by, "images", "errors", "faces", "masked", "incorrect", "unmasked", "compliance_rate"]
+    labels, n_faces = faces_by_label(out)
+    assert table["faces"].sum() == n_faces and table["images"].sum() == 6 and table["errors"].sum() == 1
+    for lab, n in labels.items():
+        assert table[lab].sum() == n
+    assert n_faces >= 4 and labels["masked"] >= 2 and labels["unmasked"] >= 2
+    if by == "day":
+        assert set(table["day"].astype(str)) >= {"2026-11-20", "2026-11-21", "2026-11-22"}
+        day20 = table[table["day"] == "2026-11-20"].iloc[0]
+        assert day20["compliance_rate"] == pytest.approx(day20["masked"] / (day20["masked"] + day20["incorrect"] + day20["unmasked"]), abs=1e-4)
+    if by == "folder":
+        assert {"lobby", "yard", "(top)"} <= set(table["folder"])
+    if by == "camera":
+        # a camera name that starts like a formula is neutralised in the report CSV
+        text = target.read_text()
+        assert "'=cmd" in text and "\n=cmd" not in text
+
+
+def test_since_until_and_html(audited):
+    root, out = audited
+    r = batchmask("report", out, "--out", root / "window.csv", "--since", "2026-11-21", "--until", "2026-11-21")
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(root / "window.csv")
+    assert list(table["day"]) == ["2026-11-21"] and table["images"].sum() == 2  # b1 and cat; broken.jpg has only its file date (today)
+
+    html_path = root / "report.html"
+    r = batchmask("report", out, "--out", html_path, "--by", "folder")
+    assert r.returncode == 0, r.stderr
+    page = html_path.read_text()
+    assert page.count("data:image/png;base64,") == 1  # the chart
+    labels, _ = faces_by_label(out)
+    assert page.count("data:image/jpeg;base64,") == labels["unmasked"] + labels["incorrect"]  # thumbnails
+    assert "<script" not in page and '=HYPERLINK("evil' not in page  # names are escaped
+    assert "=HYPERLINK(&quot;evil.example&quot;" in page  # its thumbnail caption, escaped
+
+
+def test_formula_names_are_neutralised_in_every_csv(audited):
+    _, out = audited
+    for name in ("images.csv", "faces.csv"):
+        cells = [row[0] for row in csv.reader(io.StringIO((out / name).read_text()))]
+        assert not any(c.startswith(("=", "+", "-", "@")) for c in cells), name
+        assert any(c.startswith("'=HYPERLINK") for c in cells), name
+    jsonl = (out / "faces.jsonl").read_text()
+    assert '"image": "=HYPERLINK' in jsonl  # JSONL keeps raw values
+
+
+def test_report_rejects_bad_arguments(audited, tmp_path):
+    root, out = audited
+    r = batchmask("report", out, "--out", tmp_path / "r.csv", "--since", "last week")
+    assert r.returncode == 2 and "--since must be a date" in r.stderr
+    r = batchmask("report", out, "--out", tmp_path / "r.csv", "--by", "month")
+    assert r.returncode == 2 and "--by must be one of day, folder, camera" in r.stderr
+    r = batchmask("report", tmp_path / "nothing", "--out", tmp_path / "r.csv")
+    assert r.returncode == 2 and "output folder not found" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = batchmask("report", tmp_path / "empty", "--out", tmp_path / "r.csv")
+    assert r.returncode == 2 and "is it a batchmask OUTPUT folder" in r.stderr
+    shutil.rmtree(tmp_path / "empty")

@@ -1,0 +1,100 @@
+"""`batchmask job run`: validated TOML job files, an OS lock against overlapping starts."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SAMPLES, batchmask
+
+
+def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ('input = "in"\noutput = "out"\ntreshold = 0.3\n', "unknown key 'treshold' (a run step takes: input, output,"),
+    ('input = "in"\noutput = "out"\nworkers = "two"\n', "workers must be an integer, not 'two'"),
+    ('input = "in"\n', "missing key 'output'"),
+    ('input = "in"\noutput = "out"\nthreshold = 1.5\n', "threshold must be between 0 and 1"),
+    ('input = "in"\noutput = "out"\n[report]\nout = "r.csv"\nby = "week"\n', "[report]: by must be day, folder or camera, not 'week'"),
+    ('[[step]]\ndo = "train"\ndata = "d"\nout = "m"\nepoch = 3\n', "[[step]] 1 (train): unknown key 'epoch'"),
+    ('[[step]]\ndo = "bake"\n', "do must be one of run, report, data-build, train, evaluate, not 'bake'"),
+    ('input = "in"\noutput = \n', "not valid TOML"),
+    ('[job]\nname = "x"\n', "nothing to do"),
+])
+def test_bad_job_files_name_the_fault(tmp_path, text, message):
+    r = batchmask("job", "run", write_job(tmp_path, text))
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr.replace("\n", ""), r.stderr
+
+
+def test_shipped_job_examples_are_valid():
+    for job in sorted((REPO / "jobs").glob("*.toml")):
+        r = batchmask("job", "run", job, "--check")
+        assert r.returncode == 0 and "valid" in r.stderr, (job, r.stderr)
+
+
+def test_job_runs_a_batch_then_its_report_relative_to_the_job_file(tmp_path, photo_tree):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    job = write_job(jobs, f'input = "{os.path.relpath(photo_tree, jobs)}"\noutput = "../out"\nworkers = 1\nlabels = 2\n'
+                          '[report]\nout = "../reports/by-folder.csv"\nby = "folder"\n')
+    r = batchmask("job", "run", job, cwd=Path.home())  # as cron would start it
+    assert r.returncode == 3, r.stderr  # photo_tree holds broken files: partial, report still written
+    assert "step 2/2 report" in r.stderr
+    faces = list(csv.DictReader(open(tmp_path / "out" / "faces.csv")))
+    assert faces and {f["label"] for f in faces} <= {"masked", "unmasked"}  # labels = 2
+    report = list(csv.DictReader(open(tmp_path / "reports" / "by-folder.csv")))
+    assert sum(int(r["faces"]) for r in report) == len(faces)
+
+
+def start_job(job: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "batchmask", "job", "run", str(job)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(path: Path, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_overlapping_starts_and_a_killed_run(tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(24):
+        shutil.copy(SAMPLES / "astronaut.jpg", inp / f"p{i:02}.jpg")
+    lock = tmp_path / "locks" / "job.lock"
+    job = write_job(tmp_path, f'input = "in"\noutput = "out"\nworkers = 1\n[job]\nlock = "{lock}"\n')
+
+    first = start_job(job)
+    wait_for(lock.with_name("job.lock.info"))
+    t0 = time.monotonic()
+    second = batchmask("job", "run", job, timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert second.returncode == 4
+    assert "already in progress" in second.stderr and f"pid {first.pid} since" in second.stderr
+    assert first.wait(120) == 0, first.stderr.read()
+
+    # a run killed mid-way leaves no lock behind: the next start goes ahead and finishes the rest
+    for i in range(24, 48):
+        shutil.copy(SAMPLES / "chelsea.jpg", inp / f"p{i:02}.jpg")
+    third = start_job(job)
+    wait_for(lock.with_name("job.lock.info"))
+    time.sleep(2.0)
+    os.killpg(third.pid, signal.SIGKILL)
+    third.wait(30)
+    again = batchmask("job", "run", job, timeout=300)
+    assert again.returncode == 0, again.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out" / "images.csv")))
+    assert sorted(r["image"] for r in rows) == [f"p{i:02}.jpg" for i in range(48)]

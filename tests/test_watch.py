@@ -1,0 +1,150 @@
+"""`batchmask watch` as a real process, fed by real file copies, slow writes, renames and signals."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLES
+
+PHOTOS = [SAMPLES / "astronaut.jpg", SAMPLES / "chelsea.jpg", SAMPLES / "masks" / "astronaut_surgical.jpg", SAMPLES / "masks" / "astronaut_cloth.jpg"]
+
+
+class WatchProcess:
+    def __init__(self, *args):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "batchmask", "watch", *map(str, args), "-w", "1", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait_for_line("watching")
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for_line(self, text: str, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                time.sleep(0.2)
+                raise AssertionError(f"watch exited {self.proc.returncode}: {self.lines}")
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {text!r} in {timeout} s: {self.lines}")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def rows(out: Path) -> list[dict]:
+    path = out / "images.csv"
+    return list(csv.DictReader(open(path, encoding="utf-8"))) if path.exists() else []
+
+
+def wait_for_rows(out: Path, images: set[str], timeout: float = 60) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = rows(out)
+        if images <= {r["image"] for r in got}:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"rows for {images - {r['image'] for r in rows(out)}} never appeared")
+
+
+def test_catch_up_copies_slow_writes_renames_restart_and_sigterm(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    (inp / "cam1").mkdir(parents=True)
+    shutil.copy(PHOTOS[0], inp / "before.jpg")
+    w = WatchProcess(inp, out, "--settle", "1")
+    wait_for_rows(out, {"before.jpg"})  # catch-up of what was already there
+
+    shutil.copy(PHOTOS[1], inp / "cam1" / "copied.jpg")
+    t0 = time.monotonic()
+    wait_for_rows(out, {"cam1/copied.jpg"})
+    assert time.monotonic() - t0 < 30
+
+    # a file written slowly in chunks is read only once complete
+    data = PHOTOS[2].read_bytes()
+    with open(inp / "slow.jpg", "wb") as f:
+        for i in range(4):
+            f.write(data[i * len(data) // 4 : (i + 1) * len(data) // 4])
+            f.flush()
+            time.sleep(0.4)
+    # a copy tool's temporary name, renamed into place when complete; hidden files are ignored
+    shutil.copy(PHOTOS[3], inp / "renamed.jpg.part")
+    shutil.copy(PHOTOS[3], inp / ".hidden.jpg")
+    time.sleep(0.3)
+    os.rename(inp / "renamed.jpg.part", inp / "renamed.jpg")
+    got = wait_for_rows(out, {"slow.jpg", "renamed.jpg"})
+    by_image = {r["image"]: r for r in got}
+    assert by_image["slow.jpg"]["status"] == "ok" and by_image["slow.jpg"]["faces"] == "1"
+    assert by_image["renamed.jpg"]["status"] == "ok"
+
+    assert w.stop(signal.SIGTERM) == 0
+    assert any("stopped:" in line for line in w.lines)
+    got = rows(out)
+    names = [r["image"] for r in got]
+    assert sorted(names) == ["before.jpg", "cam1/copied.jpg", "renamed.jpg", "slow.jpg"]  # each once, nothing hidden or partial
+    ok_lines = [line for line in w.lines if line.startswith("ok ")]
+    assert len(ok_lines) == 4 and all("faces=" in line for line in ok_lines)
+
+    # photos that land while it is down are picked up by the next start; nothing is redone
+    shutil.copy(PHOTOS[1], inp / "while_down.jpg")
+    w = WatchProcess(inp, out, "--settle", "1")
+    got = wait_for_rows(out, {"while_down.jpg"})
+    time.sleep(1.0)
+    assert w.stop(signal.SIGINT) == 0
+    got = rows(out)
+    assert sorted(r["image"] for r in got) == sorted(names + ["while_down.jpg"])
+    assert len({r["run_id"] for r in got}) == 2
+    faces = list(csv.DictReader(open(out / "faces.csv", encoding="utf-8")))
+    assert len(faces) == sum(int(r["faces"]) for r in got)
+
+
+def test_changed_photo_is_redone_and_archive_moves_inputs(tmp_path):
+    inp, out, archive = tmp_path / "in", tmp_path / "out", tmp_path / "done"
+    inp.mkdir()
+    w = WatchProcess(inp, out, "--settle", "0.5", "--archive", archive)
+    shutil.copy(PHOTOS[0], inp / "a.jpg")
+    wait_for_rows(out, {"a.jpg"})
+    deadline = time.monotonic() + 10
+    while (inp / "a.jpg").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (inp / "a.jpg").exists() and (archive / "a.jpg").read_bytes() == PHOTOS[0].read_bytes()
+    # the same name arriving again with other content replaces its rows; the archive keeps both files
+    shutil.copy(PHOTOS[1], inp / "a.jpg")
+    deadline = time.monotonic() + 30
+    while not (archive / "a (1).jpg").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (archive / "a (1).jpg").read_bytes() == PHOTOS[1].read_bytes()
+    assert w.stop() == 0
+    got = rows(out)
+    assert len(got) == 1 and got[0]["faces"] == "0"  # the cat photo replaced the astronaut's row
+
+
+@pytest.mark.parametrize("interval", [0.5])
+def test_polling_mode_sees_new_files(tmp_path, interval):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    w = WatchProcess(inp, out, "--polling", "--interval", interval, "--settle", "0.5")
+    shutil.copy(PHOTOS[0], inp / "polled.jpg")
+    wait_for_rows(out, {"polled.jpg"})
+    assert w.stop() == 0
+
+
+def test_watch_refuses_bad_folders(tmp_path):
+    from conftest import batchmask
+
+    r = batchmask("watch", tmp_path / "missing", tmp_path / "out")
+    assert r.returncode == 2 and "input folder not found" in r.stderr
