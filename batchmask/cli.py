@@ -381,8 +381,9 @@ def train(
 
 @app.command()
 def evaluate(
-    images: Path = typer.Argument(..., help="Folder of annotated photos (names as in the ground truth)."),
-    boxes: Path = typer.Option(..., "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
+    images: Path = typer.Argument(..., help="Folder of annotated photos (names as in the ground truth), or of face crops with --crops."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
+    crops: bool = typer.Option(False, "--crops", help="Classifier only: IMAGES holds masked/, incorrect/, unmasked/ crop folders (or is a `data build` output: its test split)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.md, report.html, metrics.json, PNG plots."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory (default: the shipped model)."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score these predictions (batchmask faces.jsonl or a peer's JSONL) instead of running the pipeline."),
@@ -393,6 +394,11 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Run the pipeline on annotated photos (or score given predictions) and write an evaluation report."""
+    if crops:
+        _evaluate_crops(images, out, model, threshold, title)
+        return
+    if boxes is None:
+        _fail("--boxes is required (ground truth), unless --crops evaluates the classifier on crop folders", EXIT_USAGE)
     try:
         from .evaluation.groundtruth import GroundTruthError, load_ground_truth
         from .evaluation.report import PredictionsError, load_predictions, write_report
@@ -428,6 +434,32 @@ def evaluate(
         f"TNR {metrics['tnr']:.3f}  FNR {metrics['fnr']:.3f}  recall>={min_width:g}px {metrics['recall']:.3f}  "
         f"AP50 {metrics['ap50']:.3f}  false det/img {metrics['false_detections_per_image']:.2f} -> {out / 'report.html'}"
     )
+
+
+def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: Optional[float], title: str) -> None:
+    import json
+
+    from .evaluation.crops import CropsError, evaluate_crops, render_crops_markdown
+    from .evaluation.report import render_html
+    from .models import ModelError, default_classifier_dir
+    from .storage import atomic_write_text
+
+    if not folder.is_dir():
+        _fail(f"crops folder not found: {folder}", EXIT_USAGE)
+    try:
+        m = evaluate_crops(folder, model or default_classifier_dir(), threshold)
+    except CropsError as e:
+        _fail(str(e), EXIT_USAGE)
+    except ModelError as e:
+        _fail(str(e))
+    out.mkdir(parents=True, exist_ok=True)
+    md = render_crops_markdown(m, title)
+    atomic_write_text(out / "metrics.json", json.dumps(m, indent=2) + "\n")
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", render_html(md, out))
+    b, t = m["binary"], m["three_labels"]
+    err.print(f"{sum(m['counts'].values())} crops: accuracy {b['accuracy']:.3f}  TNR {b['tnr']:.3f}  FNR {b['fnr']:.3f}  AUC {b['auc']:.3f}  "
+              f"incorrect recall {t['recall']['incorrect']:.3f} -> {out / 'report.html'}")
 
 
 @data_app.command("build")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import CLASSES, CROP_MARGIN, decide
+from .classifier import CLASSES, CROP_MARGIN
+from .evaluation.crops import best_balanced_threshold, binary_metrics, three_label_metrics
 from .datasets.splits import assign_split
 from .images import ImageError, is_image_name, load_image
 from .storage import atomic_write_text
@@ -124,58 +125,6 @@ def _centre(tf, stored: int, size: int, centre_frac: float):
         return tf.image.resize(img, [size, size]), label
 
     return fn
-
-
-def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    pos, neg = p[y == 1], p[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    """Masked against unmasked crops (incorrect ones left out), P(masked) against the threshold."""
-    keep = y != CLASSES.index("incorrect")
-    y, p = (y[keep] == CLASSES.index("masked")).astype(int), p[keep]
-    pred = p >= threshold
-    masked, unmasked = y == 1, y == 0
-    return {
-        "n": int(len(y)),
-        "masked": int(masked.sum()),
-        "unmasked": int(unmasked.sum()),
-        "accuracy": float((pred == (y == 1)).mean()) if len(y) else float("nan"),
-        "tnr": float((~pred[unmasked]).mean()) if unmasked.any() else float("nan"),  # unmasked caught
-        "fnr": float((~pred[masked]).mean()) if masked.any() else float("nan"),  # masked flagged unmasked
-        "auc": _roc_auc(y, p),
-    }
-
-
-def three_label_metrics(y: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
-    """Confusion matrix (rows: truth, columns: label given, both in `CLASSES` order) and per-class recall."""
-    pred = np.array([CLASSES.index(lab) for lab in decide(probs, threshold, 3)], int)
-    confusion = np.zeros((3, 3), int)
-    np.add.at(confusion, (y.astype(int), pred), 1)
-    recall = {c: float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else float("nan") for i, c in enumerate(CLASSES)}
-    masked = CLASSES.index("masked")
-    noncompliant = y != masked
-    return {
-        "labels": list(CLASSES),
-        "confusion": confusion.tolist(),
-        "recall": recall,
-        "noncompliant_recall": float((pred[noncompliant] != masked).mean()) if noncompliant.any() else float("nan"),
-    }
-
-
-def best_balanced_threshold(y: np.ndarray, p: np.ndarray) -> float:
-    """The threshold maximising balanced accuracy of masked against unmasked crops (ties: closest to 0.5)."""
-    keep = y != CLASSES.index("incorrect")
-    y, p = (y[keep] == CLASSES.index("masked")).astype(int), p[keep]
-    if not (y == 1).any() or not (y == 0).any():
-        return 0.5
-    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
-    best = max(grid, key=lambda t: (0.5 * ((p[y == 1] >= t).mean() + (p[y == 0] < t).mean()), -abs(t - 0.5)))
-    return float(best)
 
 
 def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int = 64, log=print) -> dict:

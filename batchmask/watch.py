@@ -6,9 +6,9 @@ pending file is complete: its size and mtime have not changed for `settle`
 seconds. Hidden and temporary names are ignored, a rename into place counts as
 a new file at its destination. Complete files go to the engine in small chunks
 through the same `RunSession` as `batchmask run`, so rows, resume and the
-ledger are the same. The pending set is bounded: past `max_pending` paths it is
-dropped and the folder rescanned instead, which also happens at start (catch-up)
-and whenever the observer reports an overflow.
+ledger are the same. The pending set is bounded: past `max_pending` paths new
+events are dropped and the folder is rescanned once the backlog has halved,
+as it is at start (catch-up) and when a folder is moved in.
 """
 
 from __future__ import annotations
@@ -45,22 +45,29 @@ class _Pending:
         self.paths: dict[str, float] = {}
         self.rescan = True  # catch up on start
 
-    def touch(self, path: str) -> None:
+    def touch(self, path: str) -> bool:
+        """Note a change; when full, the path is dropped and a rescan will find it (False)."""
         with self.lock:
             if len(self.paths) >= self.limit and path not in self.paths:
-                self.paths.clear()  # a burst: forget the paths, rescan the folder instead
                 self.rescan = True
-                return
+                return False
             self.paths[path] = time.monotonic()
+            return True
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
     def discard(self, path: str) -> None:
         with self.lock:
             self.paths.pop(path, None)
 
     def take_rescan(self) -> bool:
+        """Whether to rescan now: asked for, and the backlog has room for what it may find."""
         with self.lock:
-            flag, self.rescan = self.rescan, False
-            return flag
+            if not self.rescan or len(self.paths) > self.limit // 2:
+                return False
+            self.rescan = False
+            return True
 
     def snapshot(self) -> list[tuple[str, float]]:
         with self.lock:
@@ -128,8 +135,8 @@ class Watcher:
         if self.pending.take_rescan():
             found = session.scan()
             for f in found:
-                if not session.store.is_current(f.rel, f.signature):
-                    self.pending.touch(f.path)
+                if not session.store.is_current(f.rel, f.signature) and not self.pending.touch(f.path):
+                    break  # full: the rest is found by the next rescan
             self.progress("scanned", {"files": len(found)})
         now = time.monotonic()
         ready: list[InputFile] = []

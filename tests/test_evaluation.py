@@ -132,3 +132,36 @@ def test_evaluate_rejects_bad_inputs(tmp_path):
     preds.write_text('{"image": "a.jpg", "x1": 1}\n')
     r = batchmask("evaluate", tmp_path, "--boxes", gt, "--out", tmp_path / "r", "--predictions", preds)
     assert r.returncode == 2 and "p.jsonl:1: not a prediction line" in r.stderr
+
+
+def test_classifier_only_mode_on_crop_folders(tmp_path):
+    from conftest import SAMPLES
+
+    crops = tmp_path / "crops"
+    (crops / "masked").mkdir(parents=True)
+    (crops / "unmasked").mkdir()
+    from PIL import Image
+
+    import batchmask as bm
+    from batchmask.classifier import crop_faces
+
+    def save_crop(src, dest):  # the face, framed as the classifier sees it
+        rgb = np.asarray(Image.open(src).convert("RGB"))
+        Image.fromarray(crop_faces(rgb, bm.detect(rgb).boxes[:1], 128)[0]).save(dest)
+
+    for name in ("astronaut_surgical.jpg", "astronaut_cloth.jpg"):
+        save_crop(SAMPLES / "masks" / name, crops / "masked" / name)
+    save_crop(SAMPLES / "astronaut.jpg", crops / "unmasked" / "a.jpg")
+    (crops / "unmasked" / "broken.jpg").write_bytes(b"nope")
+    out = tmp_path / "report"
+    r = batchmask("evaluate", crops, "--crops", "--out", out)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["counts"] == {"masked": 2, "incorrect": 0, "unmasked": 1} and len(m["skipped"]) == 1
+    assert m["binary"]["tnr"] == 1.0 and m["binary"]["fnr"] == 0.0  # the samples are easy
+    assert "Three labels" in (out / "report.md").read_text()
+
+    r = batchmask("evaluate", crops, "--out", out)
+    assert r.returncode == 2 and "--boxes is required" in r.stderr
+    r = batchmask("evaluate", tmp_path, "--crops", "--out", out)
+    assert r.returncode == 2 and "no masked/, incorrect/ or unmasked/ folder" in r.stderr

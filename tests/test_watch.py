@@ -148,3 +148,29 @@ def test_watch_refuses_bad_folders(tmp_path):
 
     r = batchmask("watch", tmp_path / "missing", tmp_path / "out")
     assert r.returncode == 2 and "input folder not found" in r.stderr
+
+
+def test_a_burst_beyond_the_pending_limit_falls_back_to_a_rescan(tmp_path):
+    """In-process watcher with a tiny pending limit: 30 files at once overflow it; every one is still done once."""
+    from batchmask.runner import RunOptions
+    from batchmask.watch import Watcher, WatchOptions
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    events = []
+    watcher = Watcher(inp, out, RunOptions(workers=1, annotate=False), WatchOptions(settle=0.3, max_pending=5), lambda e, d: events.append(e))
+    thread = threading.Thread(target=watcher.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "watching" not in events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for i in range(30):
+            shutil.copy(PHOTOS[1], inp / f"burst{i:02}.jpg")
+        got = wait_for_rows(out, {f"burst{i:02}.jpg" for i in range(30)}, timeout=120)
+    finally:
+        watcher.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert events.count("scanned") >= 2  # the start-up scan and at least one rescan after the overflow
+    assert sorted(r["image"] for r in rows(out)) == sorted(r["image"] for r in got) == [f"burst{i:02}.jpg" for i in range(30)]
