@@ -88,6 +88,8 @@ MODEL = typer.Option(None, "--model", help="Classifier model directory (default:
 NO_ANNOTATE = typer.Option(False, "--no-annotate", help="Do not write annotated copies.")
 ARCHIVE = typer.Option(None, "--archive", help="Move each input here (same relative path) once its rows are committed.")
 TIMEOUT = typer.Option(120.0, min=0.0, help="Seconds allowed per photo before it becomes an error row (0: no limit).")
+ENGINE = typer.Option("local", "--engine", help="local (a process pool on this machine) or dask (a Dask LocalCluster unless --scheduler).")
+SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:8786): run the tasks on that cluster's workers.")
 MAX_PIXELS = typer.Option(100_000_000, min=1, help="Reject images whose header claims more pixels (decompression bombs).")
 
 
@@ -102,6 +104,14 @@ def _check_folders(input: Path, output: Path, model: Optional[Path], archive: Op
         _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
     if archive is not None and archive.resolve() in (input.resolve(), output.resolve()):
         _fail("--archive must be a folder other than INPUT and OUTPUT (it may be inside INPUT)", EXIT_USAGE)
+
+
+def _engine(name: str) -> str:
+    from .engine import ENGINES
+
+    if name not in ENGINES:
+        _fail(f"--engine must be one of {', '.join(ENGINES)}, not {name!r}", EXIT_USAGE)
+    return name
 
 
 def _summary_line(summary, output: Path) -> str:
@@ -135,6 +145,8 @@ def run(
     force: bool = typer.Option(False, "--force", help="Redo every photo, replacing its rows."),
     timeout: float = TIMEOUT,
     max_pixels: int = MAX_PIXELS,
+    engine: str = ENGINE,
+    scheduler: Optional[str] = SCHEDULER,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; one summary line."),
 ) -> None:
     """Detect faces and masks in every photo under INPUT; write tables and annotated copies to OUTPUT."""
@@ -142,7 +154,7 @@ def run(
     _sigterm_as_interrupt()
     options = RunOptions(workers=workers, threshold=threshold, labels=labels, model_dir=str(model) if model else None,
                          annotate=not no_annotate, force=force, timeout=timeout or None, max_pixels=max_pixels,
-                         archive=str(archive) if archive else None)
+                         archive=str(archive) if archive else None, engine=_engine(engine), scheduler=scheduler)
     summary = _run_with_progress(input, output, options, quiet)
     err.print(_summary_line(summary, output))
     if summary.total_errors:
@@ -169,6 +181,8 @@ def watch(
     settle: float = typer.Option(2.0, min=0.0, help="A file is read once its size and mtime have been stable this long (s)."),
     timeout: float = TIMEOUT,
     max_pixels: int = MAX_PIXELS,
+    engine: str = ENGINE,
+    scheduler: Optional[str] = SCHEDULER,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines (one per photo) for journald or a log file."),
 ) -> None:
     """Process what INPUT already holds, then every photo that arrives or changes, until SIGTERM or Ctrl-C."""
@@ -182,7 +196,7 @@ def watch(
     _check_folders(input, output, model, archive)
     options = RunOptions(workers=workers, threshold=threshold, labels=labels, model_dir=str(model) if model else None,
                          annotate=not no_annotate, timeout=timeout or None, max_pixels=max_pixels,
-                         archive=str(archive) if archive else None, batch_size=2)
+                         archive=str(archive) if archive else None, batch_size=2, engine=_engine(engine), scheduler=scheduler)
 
     def log(message: str, style: str = "") -> None:
         if quiet:
@@ -333,6 +347,7 @@ def _job_step(step, quiet: bool) -> int:
                 model_dir=str(a["model"]) if "model" in a else None, annotate=a.get("annotate", True), force=a.get("force", False),
                 timeout=a.get("timeout", 120.0) or None, max_pixels=a.get("max_pixels", 100_000_000),
                 archive=str(a["archive"]) if "archive" in a else None,
+                engine=a.get("engine", "local"), scheduler=a.get("scheduler"),
             )
             summary = _run_with_progress(a["input"], a["output"], options, quiet)
             err.print(_summary_line(summary, a["output"]))
@@ -345,12 +360,14 @@ def _job_step(step, quiet: bool) -> int:
                    until=a.get("until") and a["until"].isoformat(), thumbnails=a.get("thumbnails", 60))
         elif step.do == "data-build":
             data_build(unmasked=a["unmasked"], masked=a["masked"], out=a["out"], limit=a.get("limit", 0), seed=a.get("seed", 0),
-                       mask_share=a.get("mask_share", 0.5), incorrect_share=a.get("incorrect_share", 0.35), workers=a.get("workers"), quiet=quiet)
+                       mask_share=a.get("mask_share", 0.5), incorrect_share=a.get("incorrect_share", 0.35), workers=a.get("workers"),
+                       engine=a.get("engine", "local"), scheduler=a.get("scheduler"), quiet=quiet)
         elif step.do == "train":
             train(data=a["data"], out=a["out"], epochs=a.get("epochs", 12), seed=a.get("seed", 0), batch_size=a.get("batch_size", 64))
         elif step.do == "evaluate":
             evaluate(images=a["images"], boxes=a["boxes"], out=a["out"], model=a.get("model"), predictions=None, threshold=a.get("threshold"),
-                     min_width=a.get("min_width", 16.0), title=a.get("title", "batchmask evaluation"), workers=a.get("workers"), quiet=quiet)
+                     min_width=a.get("min_width", 16.0), title=a.get("title", "batchmask evaluation"), workers=a.get("workers"),
+                     engine=a.get("engine", "local"), scheduler=a.get("scheduler"), quiet=quiet)
         return 0
     except typer.Exit as e:
         return e.exit_code
@@ -391,6 +408,8 @@ def evaluate(
     min_width: float = typer.Option(16.0, help="Faces narrower than this (px) are left out of the class table and TNR/FNR."),
     title: str = typer.Option("batchmask evaluation", help="Report title."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1),
+    engine: str = ENGINE,
+    scheduler: Optional[str] = SCHEDULER,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Run the pipeline on annotated photos (or score given predictions) and write an evaluation report."""
@@ -424,7 +443,7 @@ def evaluate(
         from .models import default_classifier_dir
 
         model_dir = model or default_classifier_dir()
-        options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model_dir), annotate=False)
+        options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model_dir), annotate=False, engine=_engine(engine), scheduler=scheduler)
         summary = _run_with_progress(images, out / "run", options, quiet)
         preds = load_predictions(out / "run" / "faces.jsonl")
         used_threshold = threshold if threshold is not None else MaskClassifier(model_dir).threshold
@@ -472,10 +491,13 @@ def data_build(
     mask_share: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of unmasked faces given an artificial mask."),
     incorrect_share: float = typer.Option(0.35, min=0.0, max=1.0, help="Share of artificial masks worn incorrectly (nose, mouth exposed; chin only)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1),
+    engine: str = ENGINE,
+    scheduler: Optional[str] = SCHEDULER,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Crop faces from raw photos (artificially masking a share of the unmasked ones) into train/val/test sets."""
     from .datasets.build import BuildSource, build_dataset
+    from .engine import EngineError
 
     for folder in [*unmasked, *masked]:
         if not folder.is_dir():
@@ -493,7 +515,11 @@ def data_build(
                 state["bad"] += d["crops"] == 0
                 bar.update(task, advance=1, faces=state["crops"], rejected=state["bad"])
 
-        summary = build_dataset(sources, out, limit=limit, seed=seed, mask_share=mask_share, incorrect_share=incorrect_share, workers=workers, progress=on_event)
+        try:
+            summary = build_dataset(sources, out, limit=limit, seed=seed, mask_share=mask_share, incorrect_share=incorrect_share,
+                                    workers=workers, progress=on_event, engine=_engine(engine), scheduler=scheduler)
+        except EngineError as e:
+            _fail(str(e))
     err.print(f"{summary['crops']} crops from {summary['inputs']} files -> {out} {summary['by_split']}")
 
 

@@ -39,6 +39,7 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
         "input": ("path", True), "output": ("path", True), "workers": ("int", False), "threshold": ("float", False),
         "labels": ("int", False), "model": ("path", False), "annotate": ("bool", False), "archive": ("path", False),
         "force": ("bool", False), "timeout": ("float", False), "max_pixels": ("int", False),
+        "engine": ("str", False), "scheduler": ("str", False),
     },
     "report": {
         "outputs": ("paths", False), "out": ("path", True), "by": ("str", False), "since": ("date", False),
@@ -47,11 +48,13 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
     "data-build": {
         "unmasked": ("paths", True), "masked": ("paths", True), "out": ("path", True), "limit": ("int", False),
         "seed": ("int", False), "mask_share": ("float", False), "incorrect_share": ("float", False), "workers": ("int", False),
+        "engine": ("str", False), "scheduler": ("str", False),
     },
     "train": {"data": ("path", True), "out": ("path", True), "epochs": ("int", False), "seed": ("int", False), "batch_size": ("int", False)},
     "evaluate": {
         "images": ("path", True), "boxes": ("path", True), "out": ("path", True), "model": ("path", False),
         "threshold": ("float", False), "min_width": ("float", False), "title": ("str", False), "workers": ("int", False),
+        "engine": ("str", False), "scheduler": ("str", False),
     },
 }
 JOB_KEYS = {"name": "str", "lock": "path"}
@@ -128,6 +131,8 @@ def _step(do: str, table: dict, where: str, base: Path) -> Step:
         raise JobError(f"{where}: labels must be 2 or 3, not {args['labels']}")
     if do == "run" and not 0 <= args.get("threshold", 0.5) <= 1:
         raise JobError(f"{where}: threshold must be between 0 and 1, not {args['threshold']}")
+    if args.get("engine", "local") not in ("local", "dask"):
+        raise JobError(f"{where}: engine must be local or dask, not {args['engine']!r}")
     if do == "report" and args.get("by", "day") not in ("day", "folder", "camera"):
         raise JobError(f"{where}: by must be day, folder or camera, not {args['by']!r}")
     return Step(do, args, where)

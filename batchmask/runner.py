@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .detector import DetectorConfig
-from .engine import LocalEngine
+from .engine import make_engine
 from .images import DEFAULT_MAX_PIXELS
 from .models import default_classifier_dir, default_detector_dir, verified_model
 from .sinks import RETRYABLE_ERRORS, OutputError, OutputStore
@@ -46,6 +46,8 @@ class RunOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 4
     archive: str | None = None  # move processed inputs here once their rows are committed
+    engine: str = "local"  # or "dask"
+    scheduler: str | None = None  # a Dask scheduler address (tcp://host:8786): implies engine="dask"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
 
@@ -135,7 +137,7 @@ class RunSession:
     def __init__(self, input_dir, output_dir, options: RunOptions | None = None, progress=None, engine_factory=None):
         self.options = options or RunOptions()
         self.progress = progress or (lambda event, data: None)
-        self.engine_factory = engine_factory or (lambda cfg, workers: LocalEngine(cfg, workers))
+        self.engine_factory = engine_factory or (lambda cfg, workers: make_engine(cfg, workers, self.options.engine, self.options.scheduler))
         self.input_dir, self.output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
         if self.input_dir == self.output_dir:
             raise ValueError("OUTPUT must be a different folder from INPUT")
@@ -162,6 +164,7 @@ class RunSession:
         self.store: OutputStore | None = None
         self._inputs: dict[str, InputFile] = {}
         self._archive_errors: list[str] = []
+        self.worker_counts: dict[str, int] = {}  # photos per worker process (local pid or Dask address)
         self.current: set[str] = set()  # inputs seen by this session: its exit code counts their error rows
 
     def __enter__(self) -> "RunSession":
@@ -218,6 +221,9 @@ class RunSession:
             self.store.commit()
             raise OutputError(f"{self.output_dir}: no space left on device; rows committed so far are safe, free space and run again to resume")
         inp = self._inputs[result["image"]]
+        where = result.get("worker") or (f"pid {result['pid']}" if "pid" in result else None)
+        if where:
+            self.worker_counts[where] = self.worker_counts.get(where, 0) + 1
         entry = _entry(result, inp, self.run_id, self.model_ids)
         self.store.add(entry)
         row = entry["row"]
@@ -260,6 +266,8 @@ class RunSession:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": {
                 "workers": getattr(self.engine, "workers", options.workers),
+                "engine": "dask" if options.scheduler else options.engine,
+                "scheduler": options.scheduler,
                 "threshold": options.threshold if options.threshold is not None else self.classifier_meta.get("threshold", 0.5),
                 "labels": options.labels,
                 "annotate": options.annotate,
@@ -284,6 +292,7 @@ class RunSession:
                     "faces": sum(e["row"]["faces"] for e in store.entries.values()),
                 },
             },
+            "photos_per_worker": self.worker_counts,
             "timings": {
                 "seconds": round(summary.seconds, 3),
                 "images_per_second": round(summary.processed / summary.seconds, 2) if summary.seconds else None,

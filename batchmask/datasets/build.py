@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..detector import DetectorConfig
-from ..engine import LocalEngine
+from ..engine import make_engine
 from ..models import default_detector_path
 from ..sources import scan
 from ..storage import atomic_write_text
@@ -57,7 +57,10 @@ def build_dataset(
     incorrect_share: float = 0.35,
     workers: int | None = None,
     progress: Callable[[str, dict], None] | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> dict:
+    """Crops of every source file into OUT; on Dask, workers write the crops to OUT themselves (a shared path)."""
     progress = progress or (lambda event, data: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,9 +95,9 @@ def build_dataset(
     )
     rows, failures = [], Counter()
     progress("start", {"total": len(tasks)})
-    with LocalEngine(config, workers) as engine:
+    with make_engine(config, workers, engine, scheduler) as pool:
         batches = (tasks[i : i + 8] for i in range(0, len(tasks), 8))
-        for result in engine.results(batches):
+        for result in pool.results(batches):
             m = meta[result["image"]]
             crops = result.get("crops") or []
             if result["status"] != "ok":

@@ -1,0 +1,139 @@
+"""The Dask distributed engine: the same tasks (batches of photo paths) on a Dask cluster.
+
+Each Dask worker loads the models once, through a worker plugin registered by
+the driver, and keeps them for every later task of the same configuration.
+Results stream back to the driver, which alone writes OUTPUT, so resume, exit
+codes and the output contract are those of a local run. Inputs and models must
+be reachable by every worker under the same paths (a shared mount, the same
+image). A worker that dies mid-batch has its tasks rerun elsewhere by the
+scheduler; a batch that keeps killing workers is split and its photos retried
+alone, and a photo that still kills workers becomes an error row.
+
+Needs the `dask` extra (dask[distributed]).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Iterable, Iterator
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from ..worker import Worker, WorkerConfig
+from .local import EngineError, crashed_result, default_workers
+
+Task = tuple[str, str]
+
+
+def _plugin_name(config: WorkerConfig) -> str:
+    return "batchmask-" + hashlib.sha1(pickle.dumps(config)).hexdigest()[:12]
+
+
+class ModelsPlugin(WorkerPlugin):
+    """Loads batchmask's models into a Dask worker once (a distributed WorkerPlugin)."""
+
+    idempotent = True
+
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self.worker: Worker | None = None
+
+    def setup(self, worker) -> None:
+        self.worker = Worker(self.config)
+
+    def teardown(self, worker) -> None:
+        self.worker = None
+
+
+def run_on_dask_worker(plugin: str, tasks: list[Task]) -> list[dict]:
+    from distributed import get_worker
+
+    dask_worker = get_worker()
+    loaded = dask_worker.plugins[plugin]
+    if loaded.worker is None:
+        loaded.setup(dask_worker)
+    results = loaded.worker.handle(tasks)
+    for r in results:
+        r["worker"] = dask_worker.address
+    return results
+
+
+class DaskEngine:
+    def __init__(self, config: WorkerConfig, workers: int | None = None, scheduler: str | None = None,
+                 connect_timeout: float = 10.0, in_flight_per_worker: int = 2):
+        from distributed import Client, LocalCluster
+
+        self.config = config
+        self.cluster = None
+        try:
+            if scheduler:
+                self.client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
+            else:
+                self.cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=":0")
+                self.client = Client(self.cluster, set_as_default=False)
+        except (OSError, TimeoutError) as e:
+            raise EngineError(f"cannot reach the Dask scheduler at {scheduler} within {connect_timeout:g} s ({e})") from None
+        self.dashboard = self.client.dashboard_link
+        n = len(self.client.scheduler_info()["workers"])
+        if n == 0:
+            self.client.wait_for_workers(1, timeout=connect_timeout * 3)
+            n = len(self.client.scheduler_info()["workers"])
+        self.workers = n
+        self.max_in_flight = max(2, n * in_flight_per_worker)
+        self.plugin = _plugin_name(config)
+        self.client.register_plugin(ModelsPlugin(config), name=self.plugin)
+
+    def __enter__(self) -> "DaskEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self, cancel: bool = False) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def results(self, batches: Iterable[list[Task]]) -> Iterator[dict]:
+        from distributed import as_completed
+        from distributed.scheduler import KilledWorker
+
+        batches = iter(batches)
+        retry: list[list[Task]] = []
+        futures: dict = {}
+        done_queue = as_completed(loop=self.client.loop)
+
+        def submit(batch: list[Task]) -> None:
+            # pure=False: a resubmitted batch is a new task, not the failed one's cached result
+            fut = self.client.submit(run_on_dask_worker, self.plugin, batch, pure=False)
+            futures[fut] = batch
+            done_queue.add(fut)
+
+        def fill() -> None:
+            while len(futures) < self.max_in_flight:
+                batch = retry.pop() if retry else next(batches, None)
+                if batch is None:
+                    return
+                submit(batch)
+
+        fill()
+        while futures:
+            fut = next(done_queue)
+            batch = futures.pop(fut)
+            try:
+                yield from fut.result()
+            except KilledWorker:
+                if len(batch) == 1:
+                    yield crashed_result(batch[0])
+                else:
+                    retry.extend([t] for t in reversed(batch))
+            except Exception as e:  # a worker-side failure the worker did not turn into rows
+                for task in batch:
+                    yield {"image": task[1], "status": "error", "error": f"internal error on a Dask worker: {type(e).__name__}: {e}", "ms": 0.0}
+            finally:
+                fut.release()
+            fill()

@@ -1,0 +1,114 @@
+"""Dask distributed: a real `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLES, batchmask
+
+pytest.importorskip("distributed", reason="the Dask engine needs the 'dask' extra")
+BIN = Path(sys.executable).parent
+
+
+def _start(args, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A scheduler on a free loopback port and two single-threaded workers without nannies."""
+    d = tmp_path_factory.mktemp("dask")
+    info = d / "scheduler.json"
+    procs = [_start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--scheduler-file", str(info)], d / "scheduler.log")]
+    deadline = time.monotonic() + 60
+    while not info.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    address = json.loads(info.read_text())["address"]
+    workers = []
+    for name in ("w1", "w2"):
+        workers.append(_start([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                               "--name", name, "--host", "127.0.0.1"], d / f"{name}.log"))
+    procs += workers
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(2, timeout=60)
+    yield address, workers
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def photos(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [SAMPLES / "astronaut.jpg", SAMPLES / "chelsea.jpg", SAMPLES / "masks" / "astronaut_surgical.jpg", SAMPLES / "masks" / "astronaut_cloth.jpg"]
+    for i in range(n):
+        shutil.copy(sources[i % len(sources)], folder / f"p{i:02}.jpg")
+    return folder
+
+
+def face_rows(out: Path) -> list[tuple]:
+    rows = csv.DictReader(open(out / "faces.csv"))
+    return sorted((r["image"], r["x1"], r["y1"], r["x2"], r["y2"], r["det_score"], r["mask_score"], r["incorrect_score"], r["label"]) for r in rows)
+
+
+def test_same_faces_as_a_local_run_on_both_workers(tmp_path, cluster):
+    address, _ = cluster
+    inp = photos(tmp_path / "in", 16)
+    local = batchmask("run", inp, tmp_path / "local", "-w", "1", "-q")
+    assert local.returncode == 0, local.stderr
+    r = batchmask("run", inp, tmp_path / "dask", "--scheduler", address, "-q")
+    assert r.returncode == 0, r.stderr
+    assert face_rows(tmp_path / "dask") == face_rows(tmp_path / "local")
+    run = json.loads((tmp_path / "dask" / "run.json").read_text())
+    assert run["config"]["engine"] == "dask" and run["config"]["workers"] == 2
+    per_worker = run["photos_per_worker"]
+    assert len(per_worker) == 2 and all(k.startswith("tcp://127.0.0.1:") for k in per_worker) and sum(per_worker.values()) == 16
+    assert (tmp_path / "dask" / "annotated" / "p00.jpg").is_file()  # workers write annotated copies to the shared path
+    again = batchmask("run", inp, tmp_path / "dask", "--scheduler", address, "-q")  # resume: nothing left to do
+    assert again.returncode == 0 and "0 processed" in again.stderr
+
+
+def test_unreachable_scheduler_fails_fast(tmp_path):
+    inp = photos(tmp_path / "in", 1)
+    t0 = time.monotonic()
+    r = batchmask("run", inp, tmp_path / "out", "--scheduler", "tcp://127.0.0.1:9", "-q", timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert r.returncode == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
+
+
+def test_a_worker_killed_mid_run_loses_no_photo(tmp_path, cluster):
+    """Runs last in this module: it kills one of the two workers."""
+    address, workers = cluster
+    inp = photos(tmp_path / "in", 40)
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "batchmask", "run", str(inp), str(out), "--scheduler", address, "-q", "--no-annotate"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = len(list(csv.DictReader(open(out / "images.csv")))) if (out / "images.csv").exists() else 0
+        if done >= 4:
+            break
+        time.sleep(0.05)
+    os.killpg(workers[0].pid, signal.SIGKILL)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    rows = list(csv.DictReader(open(out / "images.csv")))
+    assert sorted(r["image"] for r in rows) == [f"p{i:02}.jpg" for i in range(40)]
+    assert all(r["status"] == "ok" for r in rows)
+    faces = face_rows(out)
+    assert len(faces) == len({f[0] for f in faces}) == 30  # 3 of every 4 photos hold one face, each once
