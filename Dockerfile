@@ -11,7 +11,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY batchmask ./batchmask
 COPY data/models ./data/models
-RUN pip install ".[dask]" && pip check && rm -rf /src
+RUN pip install ".[dask,remote]" && pip check && rm -rf /src
 
 RUN useradd --create-home --uid 10001 batchmask && mkdir -p /in /out && chown batchmask /out
 USER batchmask

@@ -51,6 +51,7 @@ def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bo
 
     from .engine import EngineError
     from .models import ModelError
+    from .remote import RemoteError
     from .runner import run_batch
     from .sinks import OutputBusyError, OutputError
 
@@ -75,7 +76,7 @@ def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bo
             return run_batch(input, output, options, on_event)
         except OutputBusyError as e:
             _fail(str(e), EXIT_BUSY)
-        except (ModelError, OutputError, EngineError) as e:
+        except (ModelError, OutputError, EngineError, RemoteError) as e:
             _fail(str(e))
         except OSError as e:
             _fail(f"{e.filename or output}: {e.strerror or e}")
@@ -93,7 +94,30 @@ SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp:
 MAX_PIXELS = typer.Option(100_000_000, min=1, help="Reject images whose header claims more pixels (decompression bombs).")
 
 
-def _check_folders(input: Path, output: Path, model: Optional[Path], archive: Optional[Path]) -> None:
+def _location(value: str):
+    """A Path, or the string itself for an fsspec URL (Path would fold its '//')."""
+    from .remote import is_url
+
+    return value if is_url(value) else Path(value)
+
+
+def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]) -> None:
+    from .remote import RemoteError, _fs, is_url
+
+    if is_url(input) or is_url(output):
+        try:
+            for location in (input, output):
+                if is_url(location):
+                    _fs(location)
+        except RemoteError as e:
+            _fail(str(e), EXIT_USAGE)
+        if archive is not None and is_url(input):
+            _fail("--archive needs a local (or mounted) INPUT folder", EXIT_USAGE)
+        if not is_url(input) and not input.is_dir():
+            _fail(f"input folder not found: {input}", EXIT_USAGE)
+        if model is not None and not model.is_dir():
+            _fail(f"model directory not found: {model}", EXIT_USAGE)
+        return
     if not input.is_dir():
         _fail(f"input folder not found: {input}", EXIT_USAGE)
     if output.exists() and not output.is_dir():
@@ -134,8 +158,8 @@ def _sigterm_as_interrupt() -> None:
 
 @app.command()
 def run(
-    input: Path = typer.Argument(..., help="Folder of photos (scanned recursively)."),
-    output: Path = typer.Argument(..., help="Output folder; cumulative across runs."),
+    input: str = typer.Argument(..., help="Folder of photos (scanned recursively), or an fsspec URL (s3://bucket/photos)."),
+    output: str = typer.Argument(..., help="Output folder, or an fsspec URL; cumulative across runs."),
     workers: Optional[int] = WORKERS,
     threshold: Optional[float] = THRESHOLD,
     labels: int = LABELS,
@@ -150,6 +174,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; one summary line."),
 ) -> None:
     """Detect faces and masks in every photo under INPUT; write tables and annotated copies to OUTPUT."""
+    input, output = _location(input), _location(output)
     _check_folders(input, output, model, archive)
     _sigterm_as_interrupt()
     options = RunOptions(workers=workers, threshold=threshold, labels=labels, model_dir=str(model) if model else None,
@@ -158,7 +183,7 @@ def run(
     summary = _run_with_progress(input, output, options, quiet)
     err.print(_summary_line(summary, output))
     if summary.total_errors:
-        err.print(f"{summary.total_errors} input(s) could not be processed; see {output / 'images.csv'} (status=error)", style="yellow")
+        err.print(f"{summary.total_errors} input(s) could not be processed; see {str(output).rstrip('/')}/images.csv (status=error)", style="yellow")
     raise typer.Exit(summary.exit_code)
 
 
@@ -443,7 +468,8 @@ def evaluate(
         from .models import default_classifier_dir
 
         model_dir = model or default_classifier_dir()
-        options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model_dir), annotate=False, engine=_engine(engine), scheduler=scheduler)
+        options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model_dir), annotate=False, engine=_engine(engine), scheduler=scheduler,
+                             force=_stale_run(out / "run", model_dir))
         summary = _run_with_progress(images, out / "run", options, quiet)
         preds = load_predictions(out / "run" / "faces.jsonl")
         used_threshold = threshold if threshold is not None else MaskClassifier(model_dir).threshold
@@ -453,6 +479,20 @@ def evaluate(
         f"TNR {metrics['tnr']:.3f}  FNR {metrics['fnr']:.3f}  recall>={min_width:g}px {metrics['recall']:.3f}  "
         f"AP50 {metrics['ap50']:.3f}  false det/img {metrics['false_detections_per_image']:.2f} -> {out / 'report.html'}"
     )
+
+
+def _stale_run(run_dir: Path, model_dir: Path) -> bool:
+    """Whether REPORT/run holds rows made with other models (then every photo is redone)."""
+    import json
+
+    from .models import ModelError, default_detector_dir, verified_model
+
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text())["models"]
+        current = {"detector": verified_model(default_detector_dir())[1]["sha256"], "classifier": verified_model(model_dir)[1]["sha256"]}
+        return any(recorded[k]["sha256"] != current[k] for k in current)
+    except (OSError, ValueError, KeyError, ModelError):
+        return False
 
 
 def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: Optional[float], title: str) -> None:

@@ -8,6 +8,7 @@ even when the pixels were decoded at a reduced size.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
@@ -19,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # never EPS, PSD, ... (JPEG includes MPO)
 DEFAULT_MAX_PIXELS = 100_000_000
+MAX_FILE_BYTES = 1 << 30  # photos read whole from a URL: refuse anything larger
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit is checked before any pixel is decoded
@@ -48,19 +50,31 @@ def is_image_name(name: str) -> bool:
 
 
 def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, target_side: int | None = 1600) -> LoadedImage:
-    """Decode `path`; JPEGs larger than `target_side` are decoded at a reduced size via DCT scaling."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise ImageError(f"cannot read file: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageError("not a regular file")
-    if st.st_size == 0:
-        raise ImageError("empty file (0 bytes)")
+    """Decode `path` (a file, or an fsspec URL); JPEGs larger than `target_side` are decoded
+    at a reduced size via DCT scaling."""
+    source = path
+    if "://" in path:
+        from .remote import RemoteError, read_bytes
+
+        try:
+            source = io.BytesIO(read_bytes(path, MAX_FILE_BYTES))
+        except (OSError, RemoteError) as e:
+            raise ImageError(f"cannot read file: {e}") from None
+        if not source.getbuffer().nbytes:
+            raise ImageError("empty file (0 bytes)")
+    else:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise ImageError(f"cannot read file: {e.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("not a regular file")
+        if st.st_size == 0:
+            raise ImageError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path, formats=PILLOW_FORMATS) as im:
+            with Image.open(source, formats=PILLOW_FORMATS) as im:
                 return _decode(im, max_pixels, target_side)
     except ImageError:
         raise

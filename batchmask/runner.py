@@ -24,6 +24,8 @@ from .images import DEFAULT_MAX_PIXELS
 from .models import default_classifier_dir, default_detector_dir, verified_model
 from .sinks import RETRYABLE_ERRORS, OutputError, OutputStore
 from .sources import InputFile, scan
+from .remote import RemoteOutput, is_url, scan_url
+from .remote import join as remote_join
 from .storage import UnsafePathError, safe_join
 from .worker import ANNOTATED_DIR, WorkerConfig
 
@@ -138,9 +140,15 @@ class RunSession:
         self.options = options or RunOptions()
         self.progress = progress or (lambda event, data: None)
         self.engine_factory = engine_factory or (lambda cfg, workers: make_engine(cfg, workers, self.options.engine, self.options.scheduler))
-        self.input_dir, self.output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
-        if self.input_dir == self.output_dir:
+        # INPUT and OUTPUT may be fsspec URLs: OUTPUT is then staged locally (remote.RemoteOutput)
+        self.input_dir = str(input_dir) if is_url(input_dir) else Path(input_dir).resolve()
+        self.remote = RemoteOutput(str(output_dir)) if is_url(output_dir) else None
+        self.output_location = str(output_dir) if self.remote else Path(output_dir).resolve()
+        self.output_dir = self.remote.local if self.remote else self.output_location
+        if str(self.input_dir).rstrip("/") == str(self.output_location).rstrip("/"):
             raise ValueError("OUTPUT must be a different folder from INPUT")
+        if self.options.archive and is_url(self.input_dir):
+            raise ValueError("--archive needs a local (or mounted) INPUT folder")
         self.archive_dir = Path(self.options.archive).resolve() if self.options.archive else None
         self.started = time.time()
         self._t0 = time.perf_counter()
@@ -156,7 +164,7 @@ class RunSession:
             detector=self.options.detector,
             threshold=self.options.threshold,
             labels=self.options.labels,
-            annotate_root=str(self.output_dir / ANNOTATED_DIR) if self.options.annotate else None,
+            annotate_root=(remote_join(str(output_dir), ANNOTATED_DIR) if self.remote else str(self.output_dir / ANNOTATED_DIR)) if self.options.annotate else None,
             timeout=self.options.timeout,
             max_pixels=self.options.max_pixels,
         )
@@ -168,8 +176,10 @@ class RunSession:
         self.current: set[str] = set()  # inputs seen by this session: its exit code counts their error rows
 
     def __enter__(self) -> "RunSession":
+        if self.remote:
+            self.remote.pull()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.store = OutputStore(self.output_dir, on_commit=self._committed if self.archive_dir else None).open()
+        self.store = OutputStore(self.output_dir, on_commit=self._committed).open()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -181,13 +191,15 @@ class RunSession:
                 self._write_run_json()
         finally:
             self.store.close()
+        if self.remote:
+            self.remote.push(force=True)
 
     @property
     def excluded(self) -> list[Path]:
         return [p for p in (self.output_dir, self.archive_dir) if p is not None]
 
     def scan(self) -> list[InputFile]:
-        inputs = list(scan(self.input_dir, exclude=self.excluded))
+        inputs = scan_url(self.input_dir) if is_url(self.input_dir) else list(scan(self.input_dir, exclude=self.excluded))
         self.current.update(f.rel for f in inputs)
         return inputs
 
@@ -238,7 +250,12 @@ class RunSession:
         self.progress("image", row)
 
     def _committed(self, entries: list[dict]) -> None:
-        """Rows are durable: move their inputs to the archive (retryable read errors stay for a retry)."""
+        """Rows are durable: upload them (URL OUTPUT), move their inputs to the archive
+        (retryable read errors stay for a retry)."""
+        if self.remote:
+            self.remote.push()
+        if not self.archive_dir:
+            return
         for entry in entries:
             row = entry["row"]
             inp = self._inputs.pop(row["image"], None)
@@ -261,7 +278,7 @@ class RunSession:
             "run_id": self.run_id,
             "command": sys.argv,
             "input": str(self.input_dir),
-            "output": str(self.output_dir),
+            "output": str(self.output_location),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": {

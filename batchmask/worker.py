@@ -145,14 +145,23 @@ class Worker:
         return result
 
     def _write_annotated(self, rel: str, rgb: np.ndarray, faces: Faces, labels: list[str]) -> None:
-        target = safe_join(self.config.annotate_root, annotated_name(rel))
+        remote = "://" in self.config.annotate_root
+        if remote:
+            from .remote import join, write_bytes
+
+            target = Path(annotated_name(rel))
+        else:
+            target = safe_join(self.config.annotate_root, annotated_name(rel))
         drawn = annotate(rgb, faces, labels)
         ext = target.suffix.lower()
         params = [cv2.IMWRITE_JPEG_QUALITY, 90] if ext in (".jpg", ".jpeg") else []
         ok, buf = cv2.imencode(ext if ext in _KEEP_EXT else ".png", drawn[:, :, ::-1], params)
         if not ok:
             raise OSError(f"could not encode annotated image as {ext}")
-        atomic_write_bytes(target, buf.tobytes(), durable=False)
+        if remote:
+            write_bytes(join(self.config.annotate_root, annotated_name(rel)), buf.tobytes())
+        else:
+            atomic_write_bytes(target, buf.tobytes(), durable=False)
 
     def _write_crops(self, rel: str, rgb: np.ndarray, faces: Faces, mask: dict | None) -> list[dict]:
         if len(faces) == 0:

@@ -23,7 +23,7 @@ def predict(det: MaskDetector, folder: Path, names: list[str]) -> dict[str, list
     out = {}
     for n in names:
         faces = det.detect(folder / "images" / n)
-        out[n] = [Prediction(b.tolist(), float(s), float(m)) for b, s, m in zip(faces.boxes, faces.det_scores, faces.mask_scores)]
+        out[n] = [Prediction(b.tolist(), float(s), float(m), float(i)) for b, s, m, i in zip(faces.boxes, faces.det_scores, faces.mask_scores, faces.incorrect_scores)]
     return out
 
 
@@ -37,7 +37,14 @@ def report(name: str, m: dict) -> None:
         r = t[lab]
         print(f"{lab:19s} | {r['ground_truth']:12d} | {r['identified_correct']:18d} | {r['identified_wrong']:16d} | {r['not_identified']:14d}")
     i = t["incorrect"]
-    print(f"{'incorrect (own row)':19s} | {i['ground_truth']:12d} | labelled masked {i['labelled_masked']}, unmasked {i['labelled_unmasked']}, missed {i['not_identified']}")
+    print(f"{'incorrect (own row)':19s} | {i['ground_truth']:12d} | labelled incorrect {i['labelled_incorrect']}, unmasked {i['labelled_unmasked']}, "
+          f"masked {i['labelled_masked']}, missed {i['not_identified']}")
+    three = m["three_labels"]
+    if three:
+        print("3 labels, matched faces >= 16 px (rows: truth masked/incorrect/unmasked; columns: labelled the same order): "
+              + " ".join(str(row) for row in three["confusion"]))
+        print(f"incorrect faces labelled non-compliant {three['incorrect_labelled_noncompliant']:.3f}, exactly incorrect "
+              f"{three['incorrect_labelled_incorrect']:.3f}; masked faces labelled incorrect {three['masked_labelled_incorrect']:.3f}")
     print(f"TNR {m['tnr']:.3f}  FNR {m['fnr']:.3f}  false detections {m['false_detections']} "
           f"({m['false_detections_per_image']:.2f}/image, {m['false_detections_flagged_unmasked']} flagged unmasked)")
 

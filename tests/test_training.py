@@ -50,6 +50,10 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     assert r.returncode == 3, r.stderr
     run = json.loads((out / "run.json").read_text())
     assert run["models"]["classifier"]["sha256"] == meta["sha256"]
+    faces = list(csv.DictReader(open(out / "faces.csv")))
+    assert faces and all(0 <= float(f["mask_score"]) + float(f["incorrect_score"]) <= 1.0001 for f in faces)
+    assert {f["label"] for f in faces} <= {"masked", "incorrect", "unmasked"}
+    assert meta["labels"] == ["masked", "incorrect", "unmasked"] and len(meta["metrics"]["val_3"]["confusion"]) == 3
 
 
 def test_train_rejects_a_folder_without_classes(tmp_path):

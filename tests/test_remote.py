@@ -1,0 +1,98 @@
+"""INPUT and OUTPUT as fsspec URLs: file:// and s3:// against a real S3 API server (moto) on loopback."""
+
+import csv
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLES, batchmask
+
+pytest.importorskip("fsspec", reason="URLs need the 'remote' extra")
+
+
+def test_file_urls_run_resume_and_match_a_local_run(tmp_path):
+    inp = tmp_path / "in"
+    (inp / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLES / "astronaut.jpg", inp / "a.jpg")
+    shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", inp / "sub" / "b.jpg")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    r = batchmask("run", f"file://{inp}", f"file://{tmp_path / 'out'}", "-w", "1", "-q", env=env)
+    assert r.returncode == 0, r.stderr
+    local = batchmask("run", inp, tmp_path / "local", "-w", "1", "-q")
+    assert local.returncode == 0
+
+    def faces(folder):
+        return sorted((f["image"], f["x1"], f["mask_score"], f["label"]) for f in csv.DictReader(open(folder / "faces.csv")))
+
+    assert faces(tmp_path / "out") == faces(tmp_path / "local") and len(faces(tmp_path / "out")) == 2
+    assert (tmp_path / "out" / "annotated" / "sub" / "b.jpg").is_file()
+    shutil.rmtree(tmp_path / "cache")  # resume comes from the URL's own ledger, not the local staging copy
+    again = batchmask("run", f"file://{inp}", f"file://{tmp_path / 'out'}", "-w", "1", "-q", env=env)
+    assert again.returncode == 0 and "0 processed" in again.stderr and "2 unchanged" in again.stderr
+
+
+def test_bad_urls_are_usage_errors(tmp_path):
+    r = batchmask("run", "nosuchproto://bucket/x", tmp_path / "out", "-q")
+    assert r.returncode == 2 and "nosuchproto" in r.stderr
+    r = batchmask("run", "file:///nonexistent/photos", tmp_path / "out", "-q")
+    assert r.returncode == 1 and "input not found: file:///nonexistent/photos" in r.stderr
+
+
+@pytest.fixture
+def s3(tmp_path):
+    pytest.importorskip("s3fs", reason="s3:// needs s3fs")
+    pytest.importorskip("moto", reason="the S3 test server is moto")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "moto_server did not start"
+            time.sleep(0.2)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir("photos")
+    yield fs, env
+    server.terminate()
+    server.wait(10)
+    for k in env:
+        if k.startswith("AWS_"):
+            os.environ.pop(k, None)
+
+
+def test_s3_input_and_output(s3, tmp_path):
+    fs, env = s3
+    fs.pipe_file("photos/in/a.jpg", (SAMPLES / "astronaut.jpg").read_bytes())
+    fs.pipe_file("photos/in/cam/b.jpg", (SAMPLES / "masks" / "astronaut_surgical.jpg").read_bytes())
+    fs.pipe_file("photos/in/cam/broken.jpg", b"not a photo")
+    fs.pipe_file("photos/in/.hidden.jpg", (SAMPLES / "astronaut.jpg").read_bytes())
+    r = batchmask("run", "s3://photos/in", "s3://photos/out", "-w", "1", "-q", env=env)
+    assert r.returncode == 3, r.stderr  # the broken photo
+    rows = {row["image"]: row for row in csv.DictReader(io.StringIO(fs.cat("photos/out/images.csv").decode()))}
+    assert set(rows) == {"a.jpg", "cam/b.jpg", "cam/broken.jpg"}
+    assert rows["a.jpg"]["faces"] == "1" and rows["cam/b.jpg"]["masked"] == "1" and rows["cam/broken.jpg"]["status"] == "error"
+    assert fs.exists("photos/out/annotated/cam/b.jpg") and fs.exists("photos/out/.batchmask/ledger.jsonl")
+
+    fs.pipe_file("photos/in/c.jpg", (SAMPLES / "chelsea.jpg").read_bytes())
+    shutil.rmtree(tmp_path / "cache")
+    r = batchmask("run", "s3://photos/in", "s3://photos/out", "-w", "1", "-q", env=env)
+    assert "1 processed" in r.stderr, r.stderr
+    rows = list(csv.DictReader(io.StringIO(fs.cat("photos/out/images.csv").decode())))
+    assert sorted(row["image"] for row in rows) == ["a.jpg", "c.jpg", "cam/b.jpg", "cam/broken.jpg"]
