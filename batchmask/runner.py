@@ -310,6 +310,7 @@ class RunSession:
                 },
             },
             "photos_per_worker": self.worker_counts,
+            "archive_errors": self._archive_errors,
             "timings": {
                 "seconds": round(summary.seconds, 3),
                 "images_per_second": round(summary.processed / summary.seconds, 2) if summary.seconds else None,
