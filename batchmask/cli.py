@@ -482,15 +482,19 @@ def evaluate(
 
 
 def _stale_run(run_dir: Path, model_dir: Path) -> bool:
-    """Whether REPORT/run holds rows made with other models (then every photo is redone)."""
+    """Whether REPORT/run holds rows made with other models or detector settings (then every photo is redone)."""
     import json
+    from dataclasses import asdict
 
+    from .detector import DetectorConfig
     from .models import ModelError, default_detector_dir, verified_model
 
     try:
-        recorded = json.loads((run_dir / "run.json").read_text())["models"]
+        run = json.loads((run_dir / "run.json").read_text())
+        recorded = run["models"]
         current = {"detector": verified_model(default_detector_dir())[1]["sha256"], "classifier": verified_model(model_dir)[1]["sha256"]}
-        return any(recorded[k]["sha256"] != current[k] for k in current)
+        settings = json.loads(json.dumps(asdict(DetectorConfig())))  # tuples as lists, as run.json has them
+        return any(recorded[k]["sha256"] != current[k] for k in current) or run["config"]["detector"] != settings
     except (OSError, ValueError, KeyError, ModelError):
         return False
 

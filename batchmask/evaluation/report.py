@@ -104,7 +104,8 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         f"| {_fmt(metrics['tnr'])} | {_fmt(metrics['fnr'])} | {_fmt(metrics['recall'])} | {_fmt(metrics['recall_ge32'])} | {_fmt(metrics['recall_all_sizes'])} | "
         f"{_fmt(metrics['precision'])} | {_fmt(metrics['ap50'])} | {metrics['false_detections_per_image']:.2f} |",
         "",
-        "TNR: unmasked faces caught (labelled unmasked) / all unmasked faces. FNR: masked faces labelled unmasked / all masked faces.",
+        "TNR: unmasked faces caught (not labelled masked: unmasked, or incorrect with three labels) / all unmasked faces. "
+        "FNR: masked faces not labelled masked / all masked faces. Missed faces count as not caught.",
         "",
         "## Per class",
         "",
