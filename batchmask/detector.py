@@ -18,6 +18,8 @@ import numpy as np
 from .faces import Faces
 
 MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
+_MEAN_BGR_LIST = MEAN_BGR.tolist()  # blobFromImage with swapRB takes the mean in the order after the swap
+_MEAN_RGB = MEAN_BGR[::-1].tolist()
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCE = (0.1, 0.2)
@@ -46,7 +48,7 @@ class DetectorConfig:
     box_shift: tuple[float, float] = (0.0, 0.0)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _anchors(height: int, width: int) -> np.ndarray:
     """Anchor centres and sizes (cx, cy, w, h) in pixels, in the network's output order."""
     out = []
@@ -126,10 +128,9 @@ class RetinaFace:
         interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
         img = rgb if (nh, nw) == (h, w) else cv2.resize(rgb, (nw, nh), interpolation=interp)
         ph, pw = -(-nh // PAD_TO) * PAD_TO, -(-nw // PAD_TO) * PAD_TO
-        blob = np.zeros((ph, pw, 3), np.float32)
-        blob[:nh, :nw] = img[:, :, ::-1]
-        blob[:nh, :nw] -= MEAN_BGR
-        blob = blob.transpose(2, 0, 1)[None]
+        # pad with the mean colour (0 after subtraction), then BGR, minus mean, NCHW in one C++ call
+        padded = cv2.copyMakeBorder(img, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=_MEAN_RGB)
+        blob = cv2.dnn.blobFromImage(padded, 1.0, None, _MEAN_BGR_LIST, swapRB=True, crop=False)
         loc, conf, landm = self.session.run(None, {"input": blob})
         scores = conf[0, :, 1]
         idx = np.flatnonzero(scores >= self.config.score_threshold)
