@@ -24,6 +24,8 @@ from batchmask.models import default_detector_path
 POLICIES = {
     "orig": (0,),
     "orig+960": (0, 960),
+    "orig+800": (0, 800),
+    "orig+720": (0, 720),
     "orig+1280": (0, 1280),
     "orig+640+1280": (0, 640, 1280),
     "640": (640,),

@@ -5,7 +5,8 @@
 
 astronaut.jpg: NASA portrait of Eileen Collins, public domain (skimage.data.astronaut).
 masks/astronaut_surgical.jpg, masks/astronaut_cloth.jpg: the same photo with a mask
-drawn by batchmask's own procedural mask code (batchmask.datasets.masks).
+drawn by batchmask's own procedural mask code (batchmask.datasets.masks);
+masks/astronaut_under_nose.jpg: a mask worn incorrectly, under the nose.
 chelsea.jpg: Chelsea the cat, CC0 by Stefan van der Walt (skimage.data.chelsea): a photo with no face.
 """
 
@@ -33,9 +34,9 @@ def main(wheel: str) -> None:
     chelsea.save(OUT / "chelsea.jpg", quality=90)
     faces = RetinaFace(str(default_detector_path())).detect(astronaut)
     landmarks = faces.landmarks[int(np.argmax(faces.det_scores))]
-    for style, seed in (("surgical", 3), ("cloth", 5)):
-        masked = draw_mask(astronaut, landmarks, style, "correct", np.random.default_rng(seed))
-        Image.fromarray(masked).save(OUT / "masks" / f"astronaut_{style}.jpg", quality=90)
+    for name, style, wear, seed in (("surgical", "surgical", "correct", 3), ("cloth", "cloth", "correct", 5), ("under_nose", "surgical", "nose_exposed", 7)):
+        masked = draw_mask(astronaut, landmarks, style, wear, np.random.default_rng(seed))
+        Image.fromarray(masked).save(OUT / "masks" / f"astronaut_{name}.jpg", quality=90)
     print(f"samples written to {OUT}")
 
 

@@ -42,7 +42,7 @@ def _frame(landmarks: np.ndarray):
 def mask_polygon(landmarks: np.ndarray, wear: str = "correct", jitter: np.ndarray | None = None) -> np.ndarray:
     eye_c, u, v, e, d, nose = _frame(landmarks)
     nose_v = float(np.dot(nose - eye_c, v)) / d
-    top = {"correct": 0.45 * nose_v + 0.05, "nose_exposed": nose_v + 0.35, "mouth_exposed": 1.2, "chin_only": 1.55}[wear]
+    top = {"correct": 0.45 * nose_v + 0.05, "nose_exposed": nose_v + 0.12, "mouth_exposed": 1.2, "chin_only": 1.55}[wear]
     # (across in eye distances, down in eye-to-mouth distances), left half then mirrored
     half = [(0.0, top), (-0.55, top + 0.08), (-1.0, top + 0.25), (-1.08, 1.25), (-0.85, 1.75), (-0.45, 2.05), (0.0, 2.15)]
     pts = half + [(-a, b) for a, b in reversed(half[1:-1])]
