@@ -138,6 +138,13 @@ def _engine(name: str) -> str:
     return name
 
 
+def _run_options(workers, threshold, labels, model, annotate, archive, timeout, max_pixels, engine, scheduler, **extra) -> RunOptions:
+    """RunOptions from the options `run`, `watch` and job files share."""
+    return RunOptions(workers=workers, threshold=threshold, labels=labels, model_dir=str(model) if model else None,
+                      annotate=annotate, timeout=timeout or None, max_pixels=max_pixels, archive=str(archive) if archive else None,
+                      engine=_engine(engine), scheduler=scheduler, **extra)
+
+
 def _summary_line(summary, output: Path) -> str:
     return (
         f"{summary.processed} processed ({summary.errors} rejected), {summary.skipped} unchanged, "
@@ -177,9 +184,7 @@ def run(
     input, output = _location(input), _location(output)
     _check_folders(input, output, model, archive)
     _sigterm_as_interrupt()
-    options = RunOptions(workers=workers, threshold=threshold, labels=labels, model_dir=str(model) if model else None,
-                         annotate=not no_annotate, force=force, timeout=timeout or None, max_pixels=max_pixels,
-                         archive=str(archive) if archive else None, engine=_engine(engine), scheduler=scheduler)
+    options = _run_options(workers, threshold, labels, model, not no_annotate, archive, timeout, max_pixels, engine, scheduler, force=force)
     summary = _run_with_progress(input, output, options, quiet)
     err.print(_summary_line(summary, output))
     if summary.total_errors:
@@ -219,9 +224,7 @@ def watch(
     from .watch import WatchOptions, Watcher
 
     _check_folders(input, output, model, archive)
-    options = RunOptions(workers=workers, threshold=threshold, labels=labels, model_dir=str(model) if model else None,
-                         annotate=not no_annotate, timeout=timeout or None, max_pixels=max_pixels,
-                         archive=str(archive) if archive else None, batch_size=2, engine=_engine(engine), scheduler=scheduler)
+    options = _run_options(workers, threshold, labels, model, not no_annotate, archive, timeout, max_pixels, engine, scheduler, batch_size=2)
 
     def log(message: str, style: str = "") -> None:
         if quiet:
@@ -367,13 +370,9 @@ def _job_step(step, quiet: bool) -> int:
     try:
         if step.do == "run":
             _check_folders(a["input"], a["output"], a.get("model"), a.get("archive"))
-            options = RunOptions(
-                workers=a.get("workers"), threshold=a.get("threshold"), labels=a.get("labels", 3),
-                model_dir=str(a["model"]) if "model" in a else None, annotate=a.get("annotate", True), force=a.get("force", False),
-                timeout=a.get("timeout", 120.0) or None, max_pixels=a.get("max_pixels", 100_000_000),
-                archive=str(a["archive"]) if "archive" in a else None,
-                engine=a.get("engine", "local"), scheduler=a.get("scheduler"),
-            )
+            options = _run_options(a.get("workers"), a.get("threshold"), a.get("labels", 3), a.get("model"), a.get("annotate", True),
+                                   a.get("archive"), a.get("timeout", 120.0), a.get("max_pixels", 100_000_000),
+                                   a.get("engine", "local"), a.get("scheduler"), force=a.get("force", False))
             summary = _run_with_progress(a["input"], a["output"], options, quiet)
             err.print(_summary_line(summary, a["output"]))
             return summary.exit_code
