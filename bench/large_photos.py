@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import peer_python, timed  # noqa: E402
+from throughput import peer_command, peer_python, timed  # noqa: E402
 
 from batchmask.images import load_image  # noqa: E402
 
@@ -72,12 +72,7 @@ def main() -> None:
             secs, peaks = timed([sys.executable, "-m", "batchmask", "run", str(folder), str(work / f"out-{label}-{r}"), "-w", "2", "-q"], True)
             rates["batchmask, 2 workers"].append(n / secs)
             rss += [v for v in peaks.values() if v > 100]
-            secs, _ = timed([
-                py, str(peers / "run_peer.py"), "--peer", "aizoo",
-                "--use", f"proto={peers / 'aizoo' / 'face_mask_detection.prototxt'}",
-                "--use", f"weights={peers / 'aizoo' / 'face_mask_detection.caffemodel'}",
-                "--peer-repo", "/nonexistent", "--images", str(folder), "--out", str(work / f"peer-{label}-{r}.jsonl"),
-            ])
+            secs, _ = timed(peer_command(py, peers, folder, work / f"peer-{label}-{r}.jsonl"))
             rates["AIZOO peer"].append(n / secs)
         m = {k: statistics.median(v) for k, v in rates.items()}
         print(f"\n{label}: {n} photos, {args.repeats} repeats, medians (whole commands, start-up included)")

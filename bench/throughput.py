@@ -82,6 +82,16 @@ def peer_python(shared: Path) -> str:
     return str(py)
 
 
+def peer_command(py: str, peers: Path, images: Path, out: Path) -> list[str]:
+    """The AIZOO peer over a folder of photos, through ../shared/peers/run_peer.py."""
+    return [
+        py, str(peers / "run_peer.py"), "--peer", "aizoo",
+        "--use", f"proto={peers / 'aizoo' / 'face_mask_detection.prototxt'}",
+        "--use", f"weights={peers / 'aizoo' / 'face_mask_detection.caffemodel'}",
+        "--peer-repo", "/nonexistent", "--images", str(images), "--out", str(out),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -109,12 +119,7 @@ def main() -> None:
             secs, peaks = timed([sys.executable, "-m", "batchmask", "run", str(src), str(out), "--workers", str(workers), "--quiet"], True)
             results[f"batchmask {workers} worker{'s' if workers > 1 else ''}"].append(n / secs)
             rss += [v for v in peaks.values() if v > 100]
-        secs, _ = timed([
-            py, str(peers / "run_peer.py"), "--peer", "aizoo",
-            "--use", f"proto={peers / 'aizoo' / 'face_mask_detection.prototxt'}",
-            "--use", f"weights={peers / 'aizoo' / 'face_mask_detection.caffemodel'}",
-            "--peer-repo", "/nonexistent", "--images", str(src), "--out", str(work / f"peer-{r}.jsonl"),
-        ])
+        secs, _ = timed(peer_command(py, peers, src, work / f"peer-{r}.jsonl"))
         results["AIZOO peer"].append(n / secs)
     print(f"\n{'whole command':22s} {'median img/s':>12s}  runs")
     for name, vals in results.items():
