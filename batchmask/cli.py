@@ -216,6 +216,7 @@ def watch(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines (one per photo) for journald or a log file."),
 ) -> None:
     """Process what INPUT already holds, then every photo that arrives or changes, until SIGTERM or Ctrl-C."""
+    import os
     import signal
     import time
 
@@ -252,9 +253,10 @@ def watch(
     signals = {"count": 0}
 
     def on_signal(signum, frame):
+        # only async-signal-safe work here: a print could re-enter a write the signal interrupted
         signals["count"] += 1
         if signals["count"] == 1:
-            log(f"{signal.Signals(signum).name}: finishing the photos in flight, then stopping (again to abandon them)")
+            os.write(2, f"{signal.Signals(signum).name}: finishing the photos in flight, then stopping (again to abandon them)\n".encode())
             watcher.stop()
         else:
             raise KeyboardInterrupt
@@ -389,7 +391,7 @@ def _job_step(step, quiet: bool) -> int:
         elif step.do == "train":
             train(data=a["data"], out=a["out"], epochs=a.get("epochs", 12), seed=a.get("seed", 0), batch_size=a.get("batch_size", 64))
         elif step.do == "evaluate":
-            evaluate(images=a["images"], boxes=a["boxes"], out=a["out"], model=a.get("model"), predictions=None, threshold=a.get("threshold"),
+            evaluate(images=a["images"], boxes=a["boxes"], crops=False, out=a["out"], model=a.get("model"), predictions=None, threshold=a.get("threshold"),
                      min_width=a.get("min_width", 16.0), title=a.get("title", "batchmask evaluation"), workers=a.get("workers"),
                      engine=a.get("engine", "local"), scheduler=a.get("scheduler"), quiet=quiet)
         return 0

@@ -8,6 +8,7 @@ even when the pixels were decoded at a reduced size.
 
 from __future__ import annotations
 
+import datetime
 import io
 import os
 import stat
@@ -147,4 +148,8 @@ def _exif_datetime(value) -> str:
     if len(text) < 19 or text[4] != ":" or text[7] != ":":
         return ""
     iso = text[:4] + "-" + text[5:7] + "-" + text[8:10] + "T" + text[11:19]
-    return iso if iso[:4].isdigit() and iso[5:7].isdigit() and iso[8:10].isdigit() else ""
+    try:
+        when = datetime.datetime.fromisoformat(iso)
+    except ValueError:
+        return ""  # "0000:00:00 00:00:00" from a camera whose clock was never set, and other garbage
+    return iso if when.year >= 1970 else ""

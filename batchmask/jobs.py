@@ -58,6 +58,7 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
     },
 }
 JOB_KEYS = {"name": "str", "lock": "path"}
+_MINIMUM = {"workers": 1, "timeout": 0, "max_pixels": 1, "last_days": 1, "thumbnails": 0, "epochs": 1, "batch_size": 1, "limit": 0, "min_width": 0}
 
 
 @dataclass
@@ -129,6 +130,9 @@ def _step(do: str, table: dict, where: str, base: Path) -> Step:
             args[key] = _convert(table[key], kind, where, key, base)
         elif required:
             raise JobError(f"{where}: missing key {key!r}")
+    for key, low in _MINIMUM.items():
+        if key in args and args[key] < low:
+            raise JobError(f"{where}: {key} must be at least {low}, not {args[key]}")
     if do == "run" and args.get("labels", 3) not in (2, 3):
         raise JobError(f"{where}: labels must be 2 or 3, not {args['labels']}")
     if do == "run" and not 0 <= args.get("threshold", 0.5) <= 1:
@@ -194,6 +198,8 @@ def load_job(path: str | os.PathLike) -> Job:
     for step in job.steps:
         if step.do == "report" and "outputs" not in step.args:
             raise JobError(f"{step.where}: missing key 'outputs'")
+        if step.do == "report" and any(isinstance(o, str) for o in step.args["outputs"]):
+            raise JobError(f"{step.where}: report reads local OUTPUT folders; a URL output cannot be reported on yet")
     return job
 
 

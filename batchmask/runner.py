@@ -176,10 +176,8 @@ class RunSession:
         self.current: set[str] = set()  # inputs seen by this session: its exit code counts their error rows
 
     def __enter__(self) -> "RunSession":
-        if self.remote:
-            self.remote.pull()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.store = OutputStore(self.output_dir, on_commit=self._committed).open()
+        self.store = OutputStore(self.output_dir, on_commit=self._committed, before_load=self.remote.pull if self.remote else None).open()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -199,7 +197,11 @@ class RunSession:
         return [p for p in (self.output_dir, self.archive_dir) if p is not None]
 
     def scan(self) -> list[InputFile]:
-        inputs = scan_url(self.input_dir) if is_url(self.input_dir) else list(scan(self.input_dir, exclude=self.excluded))
+        if is_url(self.input_dir):
+            inside = str(self.output_location).rstrip("/") + "/"
+            inputs = [f for f in scan_url(self.input_dir) if not f.path.startswith(inside)]
+        else:
+            inputs = list(scan(self.input_dir, exclude=self.excluded))
         self.current.update(f.rel for f in inputs)
         return inputs
 
@@ -253,7 +255,7 @@ class RunSession:
         """Rows are durable: upload them (URL OUTPUT), move their inputs to the archive
         (retryable read errors stay for a retry)."""
         if self.remote:
-            self.remote.push()
+            self.remote.push(force=self.archive_dir is not None)  # inputs leave only once the store has their rows
         if not self.archive_dir:
             return
         for entry in entries:

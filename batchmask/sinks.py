@@ -86,8 +86,9 @@ HEADERS = {
 
 
 class OutputStore:
-    def __init__(self, root: str | os.PathLike, on_commit=None):
+    def __init__(self, root: str | os.PathLike, on_commit=None, before_load=None):
         self.root = Path(root)
+        self.before_load = before_load  # called once the lock is held, before the ledger is read (remote OUTPUT: pull)
         self.on_commit = on_commit  # called with the entries of each commit once they are durable
         self.state = self.root / STATE_DIR
         self.ledger_path = self.state / "ledger.jsonl"
@@ -106,6 +107,8 @@ class OutputStore:
                 raise OutputError(f"{path} is a symbolic link; batchmask only writes real files inside OUTPUT")
         self.state.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
+        if self.before_load is not None:
+            self.before_load()
         self._load_ledger()
         self._repair_tables()
         self._open_for_append()
@@ -239,6 +242,9 @@ class OutputStore:
             # half-written rows stay beyond the committed lengths; the next open cuts them off
             self._failed = True
             raise OutputError(f"writing to {self.root} failed ({e.strerror or e}); rows committed so far are safe, run again to resume") from None
+        except BaseException:
+            self._failed = True  # interrupted mid-write (Ctrl-C, SIGTERM): never append the same rows again
+            raise
 
     def _commit(self) -> None:
         lengths = dict(self._lengths)

@@ -139,12 +139,14 @@ class Watcher:
                     break  # full: the rest is found by the next rescan
             self.progress("scanned", {"files": len(found)})
         now = time.monotonic()
+        # OUTPUT and the archive are skipped only where they lie inside INPUT (as `scan` does)
+        excluded = [d for d in session.excluded if d != self.input_dir and self.input_dir in d.parents]
         ready: list[InputFile] = []
         for path, _touched in sorted(self.pending.snapshot(), key=lambda item: item[1]):
             if len(ready) >= self.watch.chunk:
                 break
             f = input_file(self.input_dir, path)
-            if f is None or any(Path(path).is_relative_to(d) for d in session.excluded):
+            if f is None or any(Path(path).is_relative_to(d) for d in excluded):
                 self.pending.discard(path)
                 self._seen.pop(path, None)
                 continue
@@ -155,14 +157,16 @@ class Watcher:
             if session.store.is_current(f.rel, f.signature):
                 continue  # an event for a file already done (touched, moved back, a duplicate event)
             ready.append(f)
+        pending = {p for p, _ in self.pending.snapshot()}
+        for path in [p for p in self._seen if p not in pending]:  # deleted while pending
+            del self._seen[path]
         return session.select(ready) if ready else []
 
     def _settled(self, path: str, f: InputFile, now: float) -> bool:
-        """Unchanged (size, mtime) for `settle` seconds. On first sight a file whose mtime is
-        already older than that is complete; a future mtime (clock skew) means watching it."""
+        """Unchanged (size, mtime) for `settle` seconds of this machine's clock. The file's own
+        mtime is not trusted: a share's server clock may be behind or ahead."""
         previous = self._seen.get(path)
         if previous is not None and previous[0] == f.signature:
             return now - previous[1] >= self.watch.settle
         self._seen[path] = (f.signature, now)
-        age = time.time() - f.mtime_ns / 1e9
-        return previous is None and age >= self.watch.settle
+        return False

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batchmask.images import ImageError, load_image
+from batchmask.images import ImageError, _exif_datetime, load_image
 from conftest import astronaut, jpeg_bytes
 
 # orientation -> the transform that, applied to the displayed image, gives the stored pixels
@@ -102,3 +102,10 @@ def test_capture_time_and_camera_come_from_exif(tmp_path):
     Image.fromarray(astronaut()).save(tmp_path / "plain.jpg")
     plain = load_image(str(tmp_path / "plain.jpg"))
     assert (plain.taken, plain.camera) == ("", "")
+
+
+def test_exif_dates_that_are_not_dates_count_as_missing():
+    assert _exif_datetime("2024:05:01 08:30:00") == "2024-05-01T08:30:00"
+    assert _exif_datetime("0000:00:00 00:00:00") == ""  # a camera whose clock was never set
+    assert _exif_datetime("2024:13:45 08:30:00") == ""
+    assert _exif_datetime("    :  :     :  :  ") == ""

@@ -1,6 +1,7 @@
 """`batchmask job run`: validated TOML job files, an OS lock against overlapping starts."""
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SAMPLES, batchmask
+from conftest import REPO, SAMPLES, SHARED_DATA, batchmask, needs_shared
 
 
 def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
@@ -30,6 +31,8 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('[[step]]\ndo = "bake"\n', "do must be one of run, report, data-build, train, evaluate, not 'bake'"),
     ('input = "in"\noutput = \n', "not valid TOML"),
     ('[job]\nname = "x"\n', "nothing to do"),
+    ('input = "in"\noutput = "out"\nworkers = 0\n', "workers must be at least 1, not 0"),
+    ('input = "in"\noutput = "s3://bucket/out"\n[report]\nout = "r.csv"\n', "a URL output cannot be reported on yet"),
 ])
 def test_bad_job_files_name_the_fault(tmp_path, text, message):
     r = batchmask("job", "run", write_job(tmp_path, text))
@@ -55,6 +58,18 @@ def test_job_runs_a_batch_then_its_report_relative_to_the_job_file(tmp_path, pho
     assert faces and {f["label"] for f in faces} <= {"masked", "unmasked"}  # labels = 2
     report = list(csv.DictReader(open(tmp_path / "reports" / "by-folder.csv")))
     assert sum(int(r["faces"]) for r in report) == len(faces)
+
+
+@needs_shared
+def test_a_job_chain_runs_evaluate_on_annotated_photos(tmp_path):
+    webcam = SHARED_DATA / "formatcom_webcam"
+    job = write_job(tmp_path, f'[[step]]\ndo = "evaluate"\nimages = "{webcam / "images"}"\nboxes = "{webcam / "boxes.csv"}"\n'
+                              f'out = "report"\nworkers = 1\n[[step]]\ndo = "report"\noutputs = ["report/run"]\nout = "audit.csv"\n')
+    r = batchmask("job", "run", job, timeout=300)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["images"] == 61 and metrics["recall"] > 0.85
+    assert (tmp_path / "audit.csv").read_text().startswith("day,images,")
 
 
 def start_job(job: Path) -> subprocess.Popen:

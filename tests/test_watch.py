@@ -174,3 +174,14 @@ def test_a_burst_beyond_the_pending_limit_falls_back_to_a_rescan(tmp_path):
     assert not thread.is_alive()
     assert events.count("scanned") >= 2  # the start-up scan and at least one rescan after the overflow
     assert sorted(r["image"] for r in rows(out)) == sorted(r["image"] for r in got) == [f"burst{i:02}.jpg" for i in range(30)]
+
+
+def test_input_inside_output_is_watched(tmp_path):
+    """OUTPUT may hold INPUT (out/incoming): only an OUTPUT inside INPUT is skipped."""
+    out = tmp_path / "out"
+    inp = out / "incoming"
+    inp.mkdir(parents=True)
+    w = WatchProcess(inp, out, "--settle", "0.5")
+    shutil.copy(PHOTOS[0], inp / "a.jpg")
+    wait_for_rows(out, {"a.jpg"})
+    assert w.stop() == 0

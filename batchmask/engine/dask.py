@@ -99,6 +99,8 @@ class DaskEngine:
             self.cluster = None
 
     def results(self, batches: Iterable[list[Task]]) -> Iterator[dict]:
+        from concurrent.futures import CancelledError
+
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
@@ -126,6 +128,8 @@ class DaskEngine:
             batch = futures.pop(fut)
             try:
                 yield from fut.result()
+            except CancelledError as e:  # the client lost the scheduler: stop, rows so far are committed
+                raise EngineError(f"lost the Dask scheduler mid-run ({type(e).__name__}); run again to resume") from None
             except KilledWorker:
                 if len(batch) == 1:
                     yield crashed_result(batch[0])
