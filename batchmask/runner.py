@@ -256,12 +256,10 @@ class RunSession:
         (retryable read errors stay for a retry)."""
         if self.remote:
             self.remote.push(force=self.archive_dir is not None)  # inputs leave only once the store has their rows
-        if not self.archive_dir:
-            return
         for entry in entries:
             row = entry["row"]
-            inp = self._inputs.pop(row["image"], None)
-            if inp is None or inp.problem or row["error"].startswith(RETRYABLE_ERRORS):
+            inp = self._inputs.pop(row["image"], None)  # done with it (a long watch must not keep them all)
+            if self.archive_dir is None or inp is None or inp.problem or row["error"].startswith(RETRYABLE_ERRORS):
                 continue
             try:
                 if os.stat(inp.path).st_mtime_ns != inp.mtime_ns:
