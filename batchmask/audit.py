@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .remote import RemoteError, is_url, read_bytes
+from .remote import join as remote_join
 from .sinks import spreadsheet_safe
 from .storage import UnsafePathError, atomic_write_bytes, atomic_write_text, safe_join
 from .worker import ANNOTATED_DIR, annotated_name
@@ -36,17 +38,37 @@ def _unneutralise(value: str) -> str:
     return value[1:] if value.startswith("'") and value[1:2] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def load_tables(outputs: list[Path]):
-    """images and faces of every OUTPUT as two DataFrames (text kept as text), keyed by (output, image)."""
+def _read(out, name: str) -> bytes | None:
+    """A file of an OUTPUT folder or OUTPUT URL, None when it is not there."""
+    if is_url(out):
+        try:
+            return read_bytes(remote_join(str(out), name), 1 << 34)
+        except (OSError, RemoteError):
+            return None
+    path = Path(out) / name
+    return path.read_bytes() if path.is_file() else None
+
+
+def _locate(root, rel: str) -> str | None:
+    """root/rel for a folder (when the file is there) or a URL (read errors are handled by the caller)."""
+    if is_url(root):
+        return remote_join(str(root), rel)
+    path = safe_join(root, rel)
+    return str(path) if path.is_file() else None
+
+
+def load_tables(outputs: list):
+    """images and faces of every OUTPUT (folders or URLs) as two DataFrames (text kept as text), keyed by (output, image)."""
     import pandas as pd
 
     images, faces = [], []
     for out in outputs:
-        for name in ("images.csv", "faces.csv"):
-            if not (out / name).is_file():
+        tables = {name: _read(out, name) for name in ("images.csv", "faces.csv")}
+        for name, data in tables.items():
+            if data is None:
                 raise AuditError(f"{out} has no {name}: is it a batchmask OUTPUT folder?")
-        img = pd.read_csv(out / "images.csv", dtype=str, keep_default_na=False)
-        fac = pd.read_csv(out / "faces.csv", dtype=str, keep_default_na=False)
+        img = pd.read_csv(io.BytesIO(tables["images.csv"]), dtype=str, keep_default_na=False)
+        fac = pd.read_csv(io.BytesIO(tables["faces.csv"]), dtype=str, keep_default_na=False)
         for df in (img, fac):
             df["image"] = df["image"].map(_unneutralise)
             df.insert(0, "output", str(out))
@@ -117,7 +139,7 @@ class AuditResult:
     path: Path
 
 
-def write_audit(outputs: list[Path], out: Path, by: str = "day", since=None, until=None, thumbnails: int = 60) -> AuditResult:
+def write_audit(outputs: list, out: Path, by: str = "day", since=None, until=None, thumbnails: int = 60) -> AuditResult:
     images, faces = load_tables(outputs)
     images = select_images(images, since, until)
     faces = faces.merge(images[["output", "image"]], on=["output", "image"], how="inner")
@@ -179,24 +201,26 @@ def _thumbnails(outputs, images, faces, limit: int) -> list[dict]:
     inputs = {}
     for out in outputs:
         try:
-            inputs[str(out)] = Path(json.loads((out / "run.json").read_text()).get("input", ""))
-        except (OSError, ValueError):
-            inputs[str(out)] = None
+            recorded = json.loads(_read(out, "run.json") or b"{}").get("input") or None
+        except ValueError:
+            recorded = None
+        inputs[str(out)] = recorded if recorded is None or is_url(recorded) else Path(recorded)
     cache: dict[tuple, object] = {}
     thumbs = []
     for face in wanted.to_dict("records"):
         key = (face["output"], face["image"])
         if key not in cache:
             cache.clear()
-            candidates = [(Path(face["output"]) / ANNOTATED_DIR, annotated_name(face["image"]))]
+            output = face["output"] if is_url(face["output"]) else Path(face["output"])
+            candidates = [(output, f"{ANNOTATED_DIR}/{annotated_name(face['image'])}")]
             if inputs.get(face["output"]):
                 candidates.insert(0, (inputs[face["output"]], face["image"]))
             cache[key] = None
             for folder, name in candidates:
                 try:
-                    path = safe_join(folder, name)
-                    if path.is_file():
-                        cache[key] = load_image(str(path), target_side=1600).pixels
+                    path = _locate(folder, name)
+                    if path:
+                        cache[key] = load_image(path, target_side=1600).pixels
                         break
                 except (ImageError, OSError, UnsafePathError):
                     continue

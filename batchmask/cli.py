@@ -290,7 +290,7 @@ def _date(value: Optional[str], name: str):
 
 @app.command()
 def report(
-    outputs: list[Path] = typer.Argument(..., help="One or more OUTPUT folders of run/watch/job."),
+    outputs: list[str] = typer.Argument(..., help="One or more OUTPUT folders (or fsspec URLs) of run/watch/job."),
     out: Path = typer.Option(..., "--out", help="Report file: .csv (a table) or .html (chart, table, thumbnails of non-compliant faces)."),
     by: str = typer.Option("day", "--by", help="Group by day (capture date, else file date), folder or camera."),
     since: Optional[str] = typer.Option(None, "--since", help="First day included (YYYY-MM-DD)."),
@@ -305,8 +305,9 @@ def report(
     start, end = _date(since, "--since"), _date(until, "--until")
     if start and end and start > end:
         _fail(f"--since {start} is after --until {end}", EXIT_USAGE)
+    outputs = [_location(o) for o in outputs]
     for o in outputs:
-        if not o.is_dir():
+        if isinstance(o, Path) and not o.is_dir():
             _fail(f"output folder not found: {o}", EXIT_USAGE)
     try:
         result = write_audit(outputs, out, by, start, end, thumbnails)

@@ -198,8 +198,6 @@ def load_job(path: str | os.PathLike) -> Job:
     for step in job.steps:
         if step.do == "report" and "outputs" not in step.args:
             raise JobError(f"{step.where}: missing key 'outputs'")
-        if step.do == "report" and any(isinstance(o, str) for o in step.args["outputs"]):
-            raise JobError(f"{step.where}: report reads local OUTPUT folders; a URL output cannot be reported on yet")
     return job
 
 

@@ -32,7 +32,6 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('input = "in"\noutput = \n', "not valid TOML"),
     ('[job]\nname = "x"\n', "nothing to do"),
     ('input = "in"\noutput = "out"\nworkers = 0\n', "workers must be at least 1, not 0"),
-    ('input = "in"\noutput = "s3://bucket/out"\n[report]\nout = "r.csv"\n', "a URL output cannot be reported on yet"),
 ])
 def test_bad_job_files_name_the_fault(tmp_path, text, message):
     r = batchmask("job", "run", write_job(tmp_path, text))

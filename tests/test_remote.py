@@ -96,3 +96,10 @@ def test_s3_input_and_output(s3, tmp_path):
     assert "1 processed" in r.stderr, r.stderr
     rows = list(csv.DictReader(io.StringIO(fs.cat("photos/out/images.csv").decode())))
     assert sorted(row["image"] for row in rows) == ["a.jpg", "c.jpg", "cam/b.jpg", "cam/broken.jpg"]
+
+    # the audit report reads the tables, and the photos for its thumbnails, from the store
+    r = batchmask("report", "s3://photos/out", "--out", tmp_path / "audit.html", "--by", "folder", env=env)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "audit.html").read_text()
+    faces = list(csv.DictReader(io.StringIO(fs.cat("photos/out/faces.csv").decode())))
+    assert page.count("data:image/jpeg;base64,") == sum(f["label"] in ("unmasked", "incorrect") for f in faces) >= 1
