@@ -2,7 +2,8 @@
 
     >>> import batchmask
     >>> faces = batchmask.detect("photo.jpg")      # or an RGB numpy array
-    >>> faces.boxes, faces.mask_scores, faces.labels()
+    >>> faces.boxes, faces.mask_scores, faces.incorrect_scores
+    >>> det = batchmask.MaskDetector(); det.labels(det.detect("photo.jpg"))   # at the model's threshold
 """
 
 from __future__ import annotations

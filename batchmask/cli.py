@@ -102,13 +102,13 @@ def _location(value: str):
 
 
 def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]) -> None:
-    from .remote import RemoteError, _fs, is_url
+    from .remote import RemoteError, is_url, url_fs
 
     if is_url(input) or is_url(output):
         try:
             for location in (input, output):
                 if is_url(location):
-                    _fs(location)
+                    url_fs(location)
         except RemoteError as e:
             _fail(str(e), EXIT_USAGE)
         if archive is not None and is_url(input):

@@ -29,7 +29,7 @@ def is_url(location: str | os.PathLike) -> bool:
     return isinstance(location, str) and "://" in location
 
 
-def _fs(url: str):
+def url_fs(url: str):
     try:
         from fsspec.core import url_to_fs
     except ImportError as e:
@@ -63,7 +63,7 @@ def _mtime_ns(info: dict) -> int:
 
 def scan_url(url: str) -> list[InputFile]:
     """Photos below `url`, as `sources.scan` gives them for a folder (paths are full URLs)."""
-    fs, root = _fs(url)
+    fs, root = url_fs(url)
     root = root.rstrip("/")
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     found = []
@@ -82,7 +82,7 @@ def scan_url(url: str) -> list[InputFile]:
 
 
 def read_bytes(url: str, limit: int) -> bytes:
-    fs, path = _fs(url)
+    fs, path = url_fs(url)
     size = fs.size(path)
     if size is not None and size > limit:
         raise OSError(f"file of {size} bytes exceeds the {limit}-byte read limit")
@@ -91,7 +91,7 @@ def read_bytes(url: str, limit: int) -> bytes:
 
 
 def write_bytes(url: str, data: bytes) -> None:
-    fs, path = _fs(url)
+    fs, path = url_fs(url)
     parent = path.rsplit("/", 1)[0]
     if parent and hasattr(fs, "makedirs"):
         fs.makedirs(parent, exist_ok=True)
@@ -117,7 +117,7 @@ class RemoteOutput:
 
     def __init__(self, url: str, min_interval: float = 5.0):
         self.url = url.rstrip("/")
-        self.fs, self.root = _fs(self.url)
+        self.fs, self.root = url_fs(self.url)
         self.local = staging_dir(self.url)
         self.min_interval = min_interval
         self._last = 0.0

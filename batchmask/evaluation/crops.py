@@ -144,14 +144,10 @@ def evaluate_crops(root: Path, model_dir: Path, threshold: float | None = None, 
 
 
 def render_crops_markdown(m: dict, title: str) -> str:
+    from .report import fmt as f
+    from .report import confusion_md, sweep_md
+
     b, t = m["binary"], m["three_labels"]
-
-    def f(x):
-        return "–" if x is None or x != x else f"{x:.3f}"
-
-    rows = ["| ground truth \\ labelled | " + " | ".join(t["labels"]) + " | recall |", "|---|" + "---:|" * (len(t["labels"]) + 1)]
-    for name, counts in zip(t["labels"], t["confusion"]):
-        rows.append(f"| {name} | " + " | ".join(str(c) for c in counts) + f" | {f(t['recall'][name])} |")
     return "\n".join([
         f"# {title}",
         "",
@@ -166,15 +162,12 @@ def render_crops_markdown(m: dict, title: str) -> str:
         "",
         "## Three labels",
         "",
-        *rows,
+        *confusion_md(t),
         "",
         f"Non-compliant recall (incorrect or unmasked not labelled masked): {f(t['noncompliant_recall'])}.",
         "",
         "## Threshold sweep",
         "",
-        "| threshold | " + " | ".join(f"{s['threshold']:.2f}" for s in m["threshold_sweep"][::2]) + " |",
-        "|---|" + "---:|" * len(m["threshold_sweep"][::2]),
-        "| TNR | " + " | ".join(f(s["tnr"]) for s in m["threshold_sweep"][::2]) + " |",
-        "| FNR | " + " | ".join(f(s["fnr"]) for s in m["threshold_sweep"][::2]) + " |",
+        *sweep_md(m["threshold_sweep"]),
         "",
     ])

@@ -62,15 +62,31 @@ def _seed_table_md(metrics: dict) -> str:
     return "\n".join(rows)
 
 
+def confusion_md(t: dict) -> list[str]:
+    """Rows of a 3-label confusion table (truth down, label given across) with per-class recall."""
+    rows = ["| ground truth \\ labelled | " + " | ".join(t["labels"]) + " | recall |", "|---|" + "---:|" * (len(t["labels"]) + 1)]
+    for name, counts in zip(t["labels"], t["confusion"]):
+        rows.append(f"| {name} | " + " | ".join(str(c) for c in counts) + f" | {fmt(t['recall'][name])} |")
+    return rows
+
+
+def sweep_md(sweep: list[dict]) -> list[str]:
+    """The threshold sweep as a table, every other threshold."""
+    shown = sweep[::2]
+    return [
+        "| threshold | " + " | ".join(f"{s['threshold']:.2f}" for s in shown) + " |",
+        "|---|" + "---:|" * len(shown),
+        "| TNR | " + " | ".join(fmt(s["tnr"]) for s in shown) + " |",
+        "| FNR | " + " | ".join(fmt(s["fnr"]) for s in shown) + " |",
+    ]
+
+
 def _three_labels_md(metrics: dict) -> list[str]:
     t = metrics.get("three_labels")
     if not t:
         return ["## Three labels", "", "These predictions carry two labels only (no incorrect score).", ""]
-    head = "| ground truth \\ labelled | " + " | ".join(t["labels"]) + " | recall |"
-    rows = [head, "|---|" + "---:|" * (len(t["labels"]) + 1)]
-    for name, counts in zip(t["labels"], t["confusion"]):
-        rows.append(f"| {name} | " + " | ".join(str(c) for c in counts) + f" | {_fmt(t['recall'][name])} |")
-    rows.append("| precision | " + " | ".join(_fmt(t["precision"][c]) for c in t["labels"]) + " | |")
+    rows = confusion_md(t)
+    rows.append("| precision | " + " | ".join(fmt(t["precision"][c]) for c in t["labels"]) + " | |")
     return [
         "## Three labels",
         "",
@@ -78,14 +94,14 @@ def _three_labels_md(metrics: dict) -> list[str]:
         "",
         *rows,
         "",
-        f"Non-compliant recall (incorrect or unmasked faces not labelled masked): {_fmt(t['noncompliant_recall'])}. "
-        f"Worn-incorrectly faces labelled non-compliant: {_fmt(t['incorrect_labelled_noncompliant'])}, exactly incorrect: "
-        f"{_fmt(t['incorrect_labelled_incorrect'])}. Correctly masked faces labelled incorrect: {_fmt(t['masked_labelled_incorrect'])}.",
+        f"Non-compliant recall (incorrect or unmasked faces not labelled masked): {fmt(t['noncompliant_recall'])}. "
+        f"Worn-incorrectly faces labelled non-compliant: {fmt(t['incorrect_labelled_noncompliant'])}, exactly incorrect: "
+        f"{fmt(t['incorrect_labelled_incorrect'])}. Correctly masked faces labelled incorrect: {fmt(t['masked_labelled_incorrect'])}.",
         "",
     ]
 
 
-def _fmt(x) -> str:
+def fmt(x) -> str:
     return "–" if x is None or x != x else f"{x:.3f}"
 
 
@@ -101,8 +117,8 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         "",
         f"| TNR | FNR | recall ≥ {metrics['min_width']:g} px | recall ≥ 32 px | recall, all sizes | precision | AP50 | false detections / image |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {_fmt(metrics['tnr'])} | {_fmt(metrics['fnr'])} | {_fmt(metrics['recall'])} | {_fmt(metrics['recall_ge32'])} | {_fmt(metrics['recall_all_sizes'])} | "
-        f"{_fmt(metrics['precision'])} | {_fmt(metrics['ap50'])} | {metrics['false_detections_per_image']:.2f} |",
+        f"| {fmt(metrics['tnr'])} | {fmt(metrics['fnr'])} | {fmt(metrics['recall'])} | {fmt(metrics['recall_ge32'])} | {fmt(metrics['recall_all_sizes'])} | "
+        f"{fmt(metrics['precision'])} | {fmt(metrics['ap50'])} | {metrics['false_detections_per_image']:.2f} |",
         "",
         "TNR: unmasked faces caught (not labelled masked: unmasked, or incorrect with three labels) / all unmasked faces. "
         "FNR: masked faces not labelled masked / all masked faces. Missed faces count as not caught.",
@@ -120,23 +136,20 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         "| width (px) | " + " | ".join(buckets) + " |",
         "|---|" + "---:|" * len(buckets),
         "| faces | " + " | ".join(str(v["faces"]) for v in buckets.values()) + " |",
-        "| recall | " + " | ".join(_fmt(v["recall"]) for v in buckets.values()) + " |",
+        "| recall | " + " | ".join(fmt(v["recall"]) for v in buckets.values()) + " |",
         "",
         "![recall by width](recall_by_width.png)",
         "",
         "## ROC",
         "",
-        f"Pipeline ROC AUC {_fmt(metrics['pipeline_roc']['auc'])} (missed faces count as predicted masked, as the seed did); "
-        f"classifier-only ROC AUC on matched faces {_fmt(metrics['classifier_roc']['auc'])}.",
+        f"Pipeline ROC AUC {fmt(metrics['pipeline_roc']['auc'])} (missed faces count as predicted masked, as the seed did); "
+        f"classifier-only ROC AUC on matched faces {fmt(metrics['classifier_roc']['auc'])}.",
         "",
         "![ROC](roc.png)",
         "",
         "## Threshold sweep",
         "",
-        "| threshold | " + " | ".join(f"{s['threshold']:.2f}" for s in metrics["threshold_sweep"][::2]) + " |",
-        "|---|" + "---:|" * len(metrics["threshold_sweep"][::2]),
-        "| TNR | " + " | ".join(_fmt(s["tnr"]) for s in metrics["threshold_sweep"][::2]) + " |",
-        "| FNR | " + " | ".join(_fmt(s["fnr"]) for s in metrics["threshold_sweep"][::2]) + " |",
+        *sweep_md(metrics["threshold_sweep"]),
         "",
         "![threshold sweep](threshold_sweep.png)",
         "",
