@@ -177,6 +177,10 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     if not {CLASSES.index("masked"), CLASSES.index("unmasked")} <= labels_train:
         raise TrainingError("training crops must include both masked and unmasked faces")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if backbone is not None:
+        # TensorFlow 2.21's oneDNN kernels crash (segfault, heap corruption) while training
+        # the FER mini-Xception's layers on this CPU; the plain kernels train it fine
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import keras
     import tensorflow as tf
     keras.utils.set_random_seed(seed)

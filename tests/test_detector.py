@@ -45,3 +45,71 @@ def test_scale_plan_caps_upscale_and_size():
     assert d.plan(280, 400) == [1.0, 2.4]
     assert d.plan(100, 100) == [1.0, 3.0]
     assert d.plan(3000, 4000) == [0.4, 0.24]
+
+
+class CountingSession:
+    """The real ONNX session, counting the input sizes it is run on."""
+
+    def __init__(self, session):
+        self.session, self.shapes = session, []
+
+    def run(self, names, feeds):
+        self.shapes.append(feeds["input"].shape[2:])
+        return self.session.run(names, feeds)
+
+
+def crowd_scene() -> np.ndarray:
+    """A 300 × 400 photo with one close-up (about 60 px wide) and one distant face (about 18 px)."""
+    img = astronaut()
+    scene = np.full((300, 400, 3), 190, np.uint8)
+    scene[:, :300] = np.asarray(Image.fromarray(img).resize((300, 300)))
+    scene[200:290, 305:395] = np.asarray(Image.fromarray(img).resize((90, 90)))
+    return scene
+
+
+def test_cascade_finds_the_distant_face_by_looking_only_around_it():
+    scene = crowd_scene()
+    cascade, full = detector(), detector(refine_score=None)
+    cascade.session = CountingSession(cascade.session)
+    full.session = CountingSession(full.session)
+    a, b = cascade.detect(scene), full.detect(scene)
+    assert len(a) == len(b) == 2
+    from batchmask.evaluation.matching import iou_matrix
+
+    assert (iou_matrix(a.boxes, b.boxes).max(1) > 0.8).all()  # the same faces as full passes
+    assert a.widths.min() < 30
+    (base, up), (_, up_full) = cascade.session.shapes, full.session.shapes
+    assert base == (320, 448)
+    # the upscaled pass saw a region around the small face, not the whole photo at 2.4x
+    assert up[0] * up[1] < 0.5 * up_full[0] * up_full[1]
+
+
+def test_a_lone_close_up_costs_one_pass():
+    d = detector()
+    d.session = CountingSession(d.session)
+    assert len(d.detect(astronaut())) == 1
+    assert len(d.session.shapes) == 1
+
+
+def test_a_photo_where_the_base_pass_finds_nothing_gets_the_whole_upscaled_pass():
+    d = detector()
+    d.session = CountingSession(d.session)
+    d.detect(np.asarray(Image.open(SAMPLES / "chelsea.jpg").convert("RGB")))
+    assert len(d.session.shapes) == 2
+
+
+def test_boxes_inside_a_larger_face_are_parts_of_it():
+    from batchmask.detector import _inside_larger
+
+    boxes = np.array([[0, 0, 100, 100], [20, 50, 60, 95], [90, 0, 150, 60], [200, 200, 220, 220]], np.float32)
+    # the mouth box lies inside the face; a neighbour overlapping the edge does not
+    assert _inside_larger(boxes, 0.8).tolist() == [False, True, False, False]
+
+
+def test_reported_boxes_follow_the_annotation_convention():
+    d = detector()
+    raw = d.detect(astronaut())
+    rep = d.reported(raw, *astronaut().shape[:2])
+    (x1, y1, x2, y2), (r1, s1, r2, s2) = raw.boxes[0], rep.boxes[0]
+    assert (r2 - r1) > (x2 - x1) and (s2 - s1) < (y2 - y1)  # wider, shorter
+    assert (s1 + s2) / 2 > (y1 + y2) / 2  # centred lower (forehead to chin)
