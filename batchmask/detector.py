@@ -145,6 +145,8 @@ class RetinaFace:
         hi = (small.boxes[:, 2:] + margin).max(0)
         x1, y1 = max(0, int(lo[0])), max(0, int(lo[1]))
         x2, y2 = min(w, int(math.ceil(hi[0]))), min(h, int(math.ceil(hi[1])))
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            return (0, 0, 0, 0)
         if (x2 - x1) * (y2 - y1) >= 0.8 * w * h:
             return None
         return (x1, y1, x2, y2)
