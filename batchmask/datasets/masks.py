@@ -39,11 +39,10 @@ def _frame(landmarks: np.ndarray):
     return eye_c, u, v, e, d, nose
 
 
-def mask_polygon(landmarks: np.ndarray, wear: str = "correct", jitter: np.ndarray | None = None, top_shift: float = 0.0) -> np.ndarray:
-    """The mask outline in image pixels; `top_shift` moves its top edge down (eye-to-mouth distances)."""
+def mask_polygon(landmarks: np.ndarray, wear: str = "correct", jitter: np.ndarray | None = None) -> np.ndarray:
     eye_c, u, v, e, d, nose = _frame(landmarks)
     nose_v = float(np.dot(nose - eye_c, v)) / d
-    top = {"correct": 0.45 * nose_v + 0.05, "nose_exposed": nose_v + 0.12, "mouth_exposed": 1.2, "chin_only": 1.55}[wear] + top_shift
+    top = {"correct": 0.45 * nose_v + 0.05, "nose_exposed": nose_v + 0.12, "mouth_exposed": 1.2, "chin_only": 1.55}[wear]
     # (across in eye distances, down in eye-to-mouth distances), left half then mirrored
     half = [(0.0, top), (-0.55, top + 0.08), (-1.0, top + 0.25), (-1.08, 1.25), (-0.85, 1.75), (-0.45, 2.05), (0.0, 2.15)]
     pts = half + [(-a, b) for a, b in reversed(half[1:-1])]
@@ -58,10 +57,7 @@ def draw_mask(rgb: np.ndarray, landmarks: np.ndarray, style: str = "surgical", w
     rng = rng or np.random.default_rng(0)
     h, w = rgb.shape[:2]
     eye_c, u, v, e, d, _ = _frame(landmarks)
-    # real masks under the nose sit anywhere from just below the nose tip (nostrils half
-    # covered) to the upper lip: the nose-exposed top edge varies over that range
-    shift = float(rng.uniform(-0.08, 0.06)) if wear == "nose_exposed" else 0.0
-    poly = mask_polygon(landmarks, wear, rng.normal(0, 0.03, (14, 2)).astype(np.float32), shift)
+    poly = mask_polygon(landmarks, wear, rng.normal(0, 0.03, (14, 2)).astype(np.float32))
     scale = 4  # draw supersampled for smooth edges
     cover = np.zeros((h * scale // scale, w), np.uint8)
     cv2.fillPoly(cover, [np.round(poly * scale).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
