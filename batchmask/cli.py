@@ -480,8 +480,9 @@ def evaluate(
                              force=_stale_run(out / "run", model_dir))
         summary = _run_with_progress(images, out / "run", options, quiet)
         preds = load_predictions(out / "run" / "faces.jsonl")
-        used_threshold = threshold if threshold is not None else MaskClassifier(model_dir).threshold
-        source = f"batchmask pipeline, classifier {model_dir.name} (run {summary.run_id})"
+        clf = MaskClassifier(model_dir)
+        used_threshold = threshold if threshold is not None else clf.threshold
+        source = f"batchmask pipeline, classifier {model_dir.name}, crop margin {clf.margin:g} (run {summary.run_id})"
     metrics = write_report(boxes, preds, out, used_threshold, title, source, min_width)
     err.print(
         f"TNR {metrics['tnr']:.3f}  FNR {metrics['fnr']:.3f}  recall>={min_width:g}px {metrics['recall']:.3f}  "
