@@ -110,7 +110,10 @@ def _backbone_model(keras, input_size: int, path: Path, scratch: bool):
     if len(shape) != 4 or shape[1] is None or shape[3] not in (1, 3):
         raise TrainingError(f"{path}: expected an image model with a fixed H×W×1 or H×W×3 input, got {shape}")
     # the feature layers: up to the last layer that still has a spatial feature map
-    cut = max(i for i, layer in enumerate(source.layers) if len(layer.output.shape) == 4 and layer.output.shape[-1] > 16)
+    spatial = [i for i, layer in enumerate(source.layers) if len(layer.output.shape) == 4 and layer.output.shape[-1] > 16]
+    if not spatial:
+        raise TrainingError(f"{path}: no convolutional feature layer (more than 16 channels) to start from")
+    cut = spatial[-1]
     features = keras.Model(source.input, source.layers[cut].output, name="backbone")
     if scratch:
         features = keras.models.clone_model(features)  # same layers, fresh initial weights

@@ -84,9 +84,7 @@ class Worker:
         pad = int(round(self.config.crop_pad * max(rgb.shape[:2])))
         if pad:
             padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(123, 117, 104))
-            faces = self.detector.detect(padded)
-            faces.boxes -= pad
-            faces.landmarks -= pad
+            faces = self.detector.detect(padded).shifted(-pad, -pad)
         else:
             faces = self.detector.detect(rgb)
         h, w = rgb.shape[:2]
