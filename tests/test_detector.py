@@ -94,8 +94,12 @@ def test_a_lone_close_up_costs_one_pass():
 def test_a_photo_where_the_base_pass_finds_nothing_gets_the_whole_upscaled_pass():
     d = detector()
     d.session = CountingSession(d.session)
-    d.detect(np.asarray(Image.open(SAMPLES / "chelsea.jpg").convert("RGB")))
+    cat = np.asarray(Image.open(SAMPLES / "chelsea.jpg").convert("RGB"))
+    d.detect(cat)
     assert len(d.session.shapes) == 2
+    f = d.plan(*cat.shape[:2])[1]
+    h, w = d.session.shapes[1]
+    assert h >= round(cat.shape[0] * f) and w >= round(cat.shape[1] * f)  # all of the photo, upscaled
 
 
 def test_boxes_inside_a_larger_face_are_parts_of_it():
