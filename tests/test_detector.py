@@ -117,3 +117,17 @@ def test_reported_boxes_follow_the_annotation_convention():
     (x1, y1, x2, y2), (r1, s1, r2, s2) = raw.boxes[0], rep.boxes[0]
     assert (r2 - r1) > (x2 - x1) and (s2 - s1) < (y2 - y1)  # wider, shorter
     assert (s1 + s2) / 2 > (y1 + y2) / 2  # centred lower (forehead to chin)
+
+
+def test_small_faces_need_a_higher_score_than_large_ones():
+    img = astronaut()
+    small = np.asarray(Image.fromarray(img).resize((128, 128)))
+    scene = np.full((400, 600, 3), 200, np.uint8)
+    scene[100:228, 200:328] = small  # face about 24 px wide
+    (score,) = detector(small_face_score=0.0).detect(scene).det_scores
+    assert score > 0.7  # the default keeps it
+    assert len(detector().detect(scene)) == 1
+    # a small face below the small-face score is dropped; the same bar does not apply to a large face
+    assert len(detector(small_face_score=float(score) + 0.01).detect(scene)) == 0
+    big = detector().detect(img).det_scores[0]
+    assert len(detector(small_face_score=float(big) + 0.01).detect(img)) == 1

@@ -85,7 +85,7 @@ def build_dataset(
             }
     config = WorkerConfig(
         detector_path=str(default_detector_path()),
-        detector=DetectorConfig(scales=(640,), score_threshold=0.3, min_face=8.0),
+        detector=DetectorConfig(scales=(640,), score_threshold=0.3, min_face=8.0, small_face_score=0.3),
         crops_root=str(out),
         crop_size=CROP_SIZE,
         crop_margin=CROP_MARGIN,
