@@ -390,7 +390,12 @@ def _job_step(step, quiet: bool) -> int:
                        mask_share=a.get("mask_share", 0.5), incorrect_share=a.get("incorrect_share", 0.35), workers=a.get("workers"),
                        engine=a.get("engine", "local"), scheduler=a.get("scheduler"), quiet=quiet)
         elif step.do == "train":
-            train(data=a["data"], out=a["out"], epochs=a.get("epochs", 12), seed=a.get("seed", 0), batch_size=a.get("batch_size", 64))
+            train(data=a["data"], out=a["out"], epochs=a.get("epochs", 12), seed=a.get("seed", 0), batch_size=a.get("batch_size", 64),
+                  backbone=a.get("backbone"), scratch=a.get("scratch", False))
+        elif step.do == "ensemble":
+            ensemble(models=a["models"], out=a["out"])
+        elif step.do == "calibrate":
+            calibrate(model=a["model"], images=a["images"], boxes=a["boxes"], tuning=a.get("tuning", 300), max_fnr=a.get("max_fnr", 0.05), quiet=quiet)
         elif step.do == "evaluate":
             evaluate(images=a["images"], boxes=a["boxes"], crops=False, out=a["out"], model=a.get("model"), predictions=None, threshold=a.get("threshold"),
                      min_width=a.get("min_width", 16.0), title=a.get("title", "batchmask evaluation"), workers=a.get("workers"),
@@ -427,6 +432,62 @@ def train(
         _fail(str(e), EXIT_USAGE)
     m = result["metrics"]
     err.print(f"model written to {out}: val accuracy {m['val']['accuracy']:.3f}, threshold {result['threshold']:.2f}")
+
+
+@app.command()
+def ensemble(
+    models: list[Path] = typer.Argument(..., help="Two or more trained model directories (batchmask train --out)."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write (model.onnx, model.json)."),
+) -> None:
+    """Average trained classifiers into one model: the mean of their probabilities, in one ONNX file."""
+    for m in models:
+        if not (m / "model.json").is_file():
+            _fail(f"not a model directory (no model.json): {m}", EXIT_USAGE)
+    from .ensemble import combine
+    from .models import ModelError
+
+    try:
+        import onnx  # noqa: F401
+    except ImportError as e:
+        _fail(f"ensembles need the 'train' extra (pip install 'batchmask[train]'): {e}")
+    try:
+        meta = combine(models, out)
+    except ModelError as e:
+        _fail(str(e), EXIT_USAGE)
+    err.print(f"ensemble of {len(models)} models written to {out} (threshold {meta['threshold']:.2f}, crop margin {meta['crop_margin']})")
+
+
+@app.command()
+def calibrate(
+    model: Path = typer.Argument(..., help="Classifier model directory; its model.json gets the chosen crop margin and threshold."),
+    images: Path = typer.Option(..., "--images", help="Folder of annotated real photos."),
+    boxes: Path = typer.Option(..., "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
+    tuning: int = typer.Option(300, min=1, help="Use the first N photos by sorted name; keep the rest held out for evaluation."),
+    max_fnr: float = typer.Option(0.05, min=0.0, max=1.0, help="FNR limit (FNR + one standard error must stay within it)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Choose the classifier's crop margin and mask threshold on annotated real photos (highest TNR within the FNR limit)."""
+    if not (model / "model.json").is_file():
+        _fail(f"not a model directory (no model.json): {model}", EXIT_USAGE)
+    if not images.is_dir():
+        _fail(f"images folder not found: {images}", EXIT_USAGE)
+    try:
+        from .evaluation.groundtruth import GroundTruthError, load_ground_truth
+        from .evaluation.operating_point import choose_operating_point
+    except ImportError as e:
+        _fail(f"calibrate needs the 'eval' extra (pip install 'batchmask[eval]'): {e}")
+    try:
+        load_ground_truth(boxes)
+    except GroundTruthError as e:
+        _fail(f"bad ground truth: {e}", EXIT_USAGE)
+    with Progress(TextColumn("[bold]calibrate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err, disable=quiet) as bar:
+        task = bar.add_task("calibrate", total=None)
+        choice = choose_operating_point(model, images, boxes, tuning=tuning, max_fnr=max_fnr,
+                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+    err.print(f"crop margin {choice['margin']:.2f}, threshold {choice['threshold']:.2f} (tuning TNR {choice['tnr']:.3f}, "
+              f"FNR {choice['fnr']:.3f}, worn-incorrectly faces labelled non-compliant {choice['incorrect_noncompliant']:.2f}) "
+              f"written to {model / 'model.json'}")
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 A job is a list of steps. The short form is a `run` at the top level with an
 optional `[report]` table; the long form is `[[step]]` tables, each naming
-what it does with `do = "run" | "report" | "data-build" | "train" | "evaluate"`.
+what it does with `do = "run" | "report" | "data-build" | "train" | "ensemble" | "calibrate" | "evaluate"`.
 Relative paths are relative to the job file's folder, so a job runs the same
 from cron (whose working directory is $HOME) as from a shell.
 
@@ -50,7 +50,12 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
         "seed": ("int", False), "mask_share": ("float", False), "incorrect_share": ("float", False), "workers": ("int", False),
         "engine": ("str", False), "scheduler": ("str", False),
     },
-    "train": {"data": ("path", True), "out": ("path", True), "epochs": ("int", False), "seed": ("int", False), "batch_size": ("int", False)},
+    "train": {
+        "data": ("path", True), "out": ("path", True), "epochs": ("int", False), "seed": ("int", False), "batch_size": ("int", False),
+        "backbone": ("path", False), "scratch": ("bool", False),
+    },
+    "ensemble": {"models": ("paths", True), "out": ("path", True)},
+    "calibrate": {"model": ("path", True), "images": ("path", True), "boxes": ("path", True), "tuning": ("int", False), "max_fnr": ("float", False)},
     "evaluate": {
         "images": ("path", True), "boxes": ("path", True), "out": ("path", True), "model": ("path", False),
         "threshold": ("float", False), "min_width": ("float", False), "title": ("str", False), "workers": ("int", False),
@@ -58,7 +63,7 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
     },
 }
 JOB_KEYS = {"name": "str", "lock": "path"}
-_MINIMUM = {"workers": 1, "timeout": 0, "max_pixels": 1, "last_days": 1, "thumbnails": 0, "epochs": 1, "batch_size": 1, "limit": 0, "min_width": 0}
+_MINIMUM = {"workers": 1, "timeout": 0, "max_pixels": 1, "last_days": 1, "thumbnails": 0, "epochs": 1, "batch_size": 1, "tuning": 1, "limit": 0, "min_width": 0}
 
 
 @dataclass

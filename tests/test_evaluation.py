@@ -187,3 +187,32 @@ def test_evaluate_redoes_the_photos_when_the_crop_margin_changes(tmp_path):
     assert run["models"]["classifier"]["crop_margin"] == 1.6
     again = [json.loads(line)["mask_score"] for line in open(out / "run" / "faces.jsonl")]
     assert len(again) == len(first) and again != first
+
+
+@needs_shared
+def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
+    pytest.importorskip("sklearn", reason="calibrate needs the 'eval' extra")
+    webcam = SHARED_DATA / "formatcom_webcam"
+    model = tmp_path / "model"
+    shutil.copytree(default_classifier_dir(), model)
+    meta = json.loads((model / "model.json").read_text())
+    meta.update(threshold=0.95, crop_margin=1.6)
+    meta.pop("threshold_choice", None)
+    (model / "model.json").write_text(json.dumps(meta))
+    r = batchmask("calibrate", model, "--images", webcam / "images", "--boxes", webcam / "boxes.csv", "--tuning", "30", "--max-fnr", "0.1", "-q")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((model / "model.json").read_text())
+    choice, sweep = meta["threshold_choice"], meta["threshold_choice"]["sweep"]
+    assert choice["tuning_photos"] == "first 30 of boxes.csv by sorted name"
+    assert len(sweep) == 5 * 13 and {row["margin"] for row in sweep} == {1.1, 1.15, 1.2, 1.25, 1.3}
+    chosen = next(row for row in sweep if row["margin"] == meta["crop_margin"] and row["threshold"] == meta["threshold"])
+    within = [row for row in sweep if row["fnr"] + row["fnr_se"] <= 0.1]
+    assert within and chosen in within and chosen["tnr"] == max(row["tnr"] for row in within)
+    assert f"threshold {meta['threshold']:.2f}" in r.stderr
+
+    bad = tmp_path / "gt.csv"
+    bad.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,hat\n")
+    r = batchmask("calibrate", model, "--images", webcam / "images", "--boxes", bad)
+    assert r.returncode == 2 and "gt.csv:2" in r.stderr
+    r = batchmask("calibrate", tmp_path / "nope", "--images", webcam / "images", "--boxes", webcam / "boxes.csv")
+    assert r.returncode == 2 and "not a model directory" in r.stderr

@@ -28,7 +28,7 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('input = "in"\noutput = "out"\nthreshold = 1.5\n', "threshold must be between 0 and 1"),
     ('input = "in"\noutput = "out"\n[report]\nout = "r.csv"\nby = "week"\n', "[report]: by must be day, folder or camera, not 'week'"),
     ('[[step]]\ndo = "train"\ndata = "d"\nout = "m"\nepoch = 3\n', "[[step]] 1 (train): unknown key 'epoch'"),
-    ('[[step]]\ndo = "bake"\n', "do must be one of run, report, data-build, train, evaluate, not 'bake'"),
+    ('[[step]]\ndo = "bake"\n', "do must be one of run, report, data-build, train, ensemble, calibrate, evaluate, not 'bake'"),
     ('input = "in"\noutput = \n', "not valid TOML"),
     ('[job]\nname = "x"\n', "nothing to do"),
     ('input = "in"\noutput = "out"\nworkers = 0\n', "workers must be at least 1, not 0"),
@@ -112,3 +112,10 @@ def test_overlapping_starts_and_a_killed_run(tmp_path):
     assert again.returncode == 0, again.stderr
     rows = list(csv.DictReader(open(tmp_path / "out" / "images.csv")))
     assert sorted(r["image"] for r in rows) == [f"p{i:02}.jpg" for i in range(48)]
+
+
+@pytest.mark.parametrize("name", ["nightly.toml", "model-rebuild.toml"])
+def test_the_shipped_job_files_are_valid(name):
+    r = batchmask("job", "run", REPO / "jobs" / name, "--check")
+    assert r.returncode == 0, r.stderr
+    assert f"{name}: valid" in r.stderr

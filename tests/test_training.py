@@ -75,6 +75,20 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     probs = MaskClassifier(tuned).predict(astronaut(), np.array([[170, 60, 280, 190]]))
     assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1) < 1e-4
 
+    # the two models averaged into one: same input, the mean of their probabilities
+    both = tmp_path / "both"
+    r = batchmask("ensemble", model, tuned, "--out", both)
+    assert r.returncode == 0, r.stderr[-3000:]
+    crops = (np.random.default_rng(0).random((4, 96, 96, 3)) * 255).astype(np.uint8)
+    expected = (MaskClassifier(model).predict_crops(crops) + MaskClassifier(tuned).predict_crops(crops)) / 2
+    assert np.allclose(MaskClassifier(both).predict_crops(crops), expected, atol=1e-5)
+    members = json.loads((both / "model.json").read_text())["members"]
+    assert [m["sha256"] for m in members] == [json.loads((d / "model.json").read_text())["sha256"] for d in (model, tuned)]
+    r = batchmask("ensemble", model, "--out", tmp_path / "x")
+    assert r.returncode == 2 and "at least two models" in r.stderr
+    r = batchmask("ensemble", model, tmp_path / "missing", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "not a model directory" in r.stderr
+
     r = batchmask("train", data, "--out", tmp_path / "x", "--scratch")
     assert r.returncode == 2 and "--scratch needs --backbone" in r.stderr
     r = batchmask("train", data, "--out", tmp_path / "x", "--backbone", tmp_path / "missing.h5")

@@ -1,0 +1,98 @@
+"""Several trained classifiers averaged into one ONNX model (an ensemble).
+
+Classifiers trained differently (MobileNetV3 from scratch, the FER network's
+pretrained layers) make different mistakes on real photos; the mean of their
+probabilities is measurably better than either (README, "Classifier"). The members
+are merged into a single graph (shared input, ONNX `Mean` of the softmax outputs),
+so the runtime stays what it was: one file, one checksum, one session per worker.
+Needs the `onnx` package (the `train` extra); inference does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from .classifier import CLASSES
+from .models import ModelError, verified_model
+from .storage import atomic_write_text
+
+INPUT = "input"
+OUTPUT = "probabilities"
+
+
+def combine(members: list[Path], out: Path) -> dict:
+    """Write OUT/model.onnx averaging the members' probabilities, and its model.json; returns the metadata."""
+    import onnx
+    from onnx import compose, helper
+
+    if len(members) < 2:
+        raise ModelError("an ensemble needs at least two models")
+    metas, graphs, opsets, ir = [], [], {}, 0
+    for i, folder in enumerate(members):
+        path, meta = verified_model(Path(folder))
+        if meta.get("kind") != "classifier" or meta.get("labels") != list(CLASSES):
+            raise ModelError(f"{folder}: not a three-label batchmask classifier (labels {meta.get('labels')})")
+        if metas and meta.get("input_size") != metas[0].get("input_size"):
+            raise ModelError(f"{folder}: input size {meta.get('input_size')} differs from {members[0]}'s {metas[0].get('input_size')}")
+        model = compose.add_prefix(onnx.load(str(path)), f"m{i}_")
+        if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+            raise ModelError(f"{path}: expected one input and one output")
+        metas.append(meta)
+        graphs.append(model.graph)
+        ir = max(ir, model.ir_version)
+        for op in model.opset_import:
+            opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
+
+    first_input = graphs[0].input[0]
+    graph_input = helper.make_tensor_value_info(INPUT, first_input.type.tensor_type.elem_type,
+                                                [d.dim_value or d.dim_param or None for d in first_input.type.tensor_type.shape.dim])
+    nodes, initializers = [], []
+    for g in graphs:
+        nodes.append(helper.make_node("Identity", [INPUT], [g.input[0].name]))
+        nodes.extend(g.node)
+        initializers.extend(g.initializer)
+    nodes.append(helper.make_node("Mean", [g.output[0].name for g in graphs], [OUTPUT]))
+    graph_output = helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, [None, len(CLASSES)])
+    graph = helper.make_graph(nodes, "batchmask_ensemble", [graph_input], [graph_output], initializers)
+    merged = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
+    merged.ir_version = ir
+    onnx.checker.check_model(merged)
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "model.onnx.tmp"
+    onnx.save(merged, str(tmp))
+    tmp.replace(out / "model.onnx")
+    digest = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    for i, folder in enumerate(members):
+        curves = Path(folder) / "training_curves.png"
+        if curves.is_file():
+            shutil.copyfile(curves, out / f"training_curves_{i + 1}.png")
+    head = metas[0]
+    meta = {
+        "name": "mask-classifier-ensemble",
+        "kind": "classifier",
+        "file": "model.onnx",
+        "sha256": digest,
+        "input_size": head["input_size"],
+        "input": head.get("input", "NHWC float32 RGB 0..255"),
+        "crop_margin": head.get("crop_margin"),
+        "labels": list(CLASSES),
+        "output": f"mean of {len(members)} members' softmax: P(masked), P(incorrect), P(unmasked)",
+        "decision": head.get("decision", "masked if P(masked) >= threshold, else the likelier of incorrect and unmasked"),
+        "threshold": round(sum(m.get("threshold", 0.5) for m in metas) / len(metas), 2),
+        "members": [
+            {"name": m.get("name"), "from": str(folder), "sha256": m["sha256"], "training": _brief(m.get("training", {})),
+             "test_metrics": m.get("metrics", {}).get("test"), "curves": f"training_curves_{i + 1}.png"}
+            for i, (m, folder) in enumerate(zip(metas, members))
+        ],
+    }
+    atomic_write_text(out / "model.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _brief(training: dict) -> dict:
+    keep = ("data", "architecture", "seed", "epochs_run", "epochs_max", "tensorflow", "backbone", "created")
+    return {k: training[k] for k in keep if k in training}
