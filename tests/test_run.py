@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from batchmask.sinks import FACE_COLUMNS, IMAGE_COLUMNS
 from conftest import SAMPLES, batchmask
@@ -209,3 +211,32 @@ def test_pixel_limit_is_configurable(tmp_path):
     assert r.returncode == EXIT_PARTIAL
     (row,) = rows(tmp_path / "out" / "images.csv")
     assert row["error"] == "image too large: 512x512 pixels exceeds the limit of 100000"
+
+
+def test_three_labels_by_default_and_two_on_request(tmp_path):
+    from batchmask.annotate import COLOURS
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "bare.jpg")
+    shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", src / "surgical.jpg")
+    shutil.copy(SAMPLES / "masks" / "astronaut_under_nose.jpg", src / "under_nose.jpg")
+    out = tmp_path / "out"
+    assert batchmask("run", src, out, "-q").returncode == 0
+    by_image = {f["image"]: f for f in rows(out / "faces.csv")}
+    assert {k: v["label"] for k, v in by_image.items()} == {"bare.jpg": "unmasked", "surgical.jpg": "masked", "under_nose.jpg": "incorrect"}
+    assert float(by_image["under_nose.jpg"]["incorrect_score"]) > 0.5
+    # the box of a mask worn incorrectly is drawn in its own colour
+    f = by_image["under_nose.jpg"]
+    x1, y1 = int(float(f["x1"])), int(float(f["y1"]))
+    x2, y2 = int(float(f["x2"])), int(float(f["y2"]))
+    drawn = np.asarray(Image.open(out / "annotated" / "under_nose.jpg").convert("RGB")).astype(int)
+    edge = drawn[(y1 + y2) // 2 - 5:(y1 + y2) // 2 + 5, max(0, x1 - 3):x1 + 4].reshape(-1, 3)
+    nearest = {label: np.abs(edge - np.array(rgb)).sum(axis=1).min() for label, rgb in COLOURS.items()}
+    assert min(nearest, key=nearest.get) == "incorrect", nearest
+
+    two = tmp_path / "two"
+    assert batchmask("run", src, two, "--labels", "2", "-q").returncode == 0
+    by_image = {f["image"]: f for f in rows(two / "faces.csv")}
+    assert by_image["under_nose.jpg"]["label"] == "unmasked" and by_image["surgical.jpg"]["label"] == "masked"
+    assert by_image["under_nose.jpg"]["incorrect_score"] == f["incorrect_score"]
