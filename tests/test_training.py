@@ -1,4 +1,4 @@
-"""A tiny data build -> 1-epoch train -> run round trip (needs TensorFlow and ../shared/data)."""
+"""A tiny data build -> 1-epoch train -> run / ensemble -> calibrate -> evaluate round trip (needs TensorFlow and ../shared/data)."""
 
 import csv
 import json
@@ -84,6 +84,19 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     assert np.allclose(MaskClassifier(both).predict_crops(crops), expected, atol=1e-5)
     members = json.loads((both / "model.json").read_text())["members"]
     assert [m["sha256"] for m in members] == [json.loads((d / "model.json").read_text())["sha256"] for d in (model, tuned)]
+    # ... calibrated on a few annotated real photos, then evaluated on them: the whole chain
+    webcam = SHARED_DATA / "formatcom_webcam"
+    r = batchmask("calibrate", both, "--images", webcam / "images", "--boxes", webcam / "boxes.csv", "--tuning", "20", "-q")
+    assert r.returncode == 0, r.stderr[-3000:]
+    calibrated = json.loads((both / "model.json").read_text())
+    assert len(calibrated["threshold_choice"]["sweep"]) == 5 * 13
+    report = tmp_path / "report"
+    r = batchmask("evaluate", webcam / "images", "--boxes", webcam / "boxes.csv", "--model", both, "--out", report, "-q")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((report / "metrics.json").read_text())
+    assert m["threshold"] == calibrated["threshold"] and m["images"] == 61 and m["three_labels"]["labels"] == ["masked", "incorrect", "unmasked"]
+    assert f"crop margin {calibrated['crop_margin']:g}" in (report / "report.md").read_text()
+
     r = batchmask("ensemble", model, "--out", tmp_path / "x")
     assert r.returncode == 2 and "at least two models" in r.stderr
     r = batchmask("ensemble", model, tmp_path / "missing", "--out", tmp_path / "x")
