@@ -26,21 +26,33 @@ OUTPUT = "probabilities"
 def combine(members: list[Path], out: Path) -> dict:
     """Write OUT/model.onnx averaging the members' probabilities, and its model.json; returns the metadata."""
     import onnx
+    import onnx.version_converter
     from onnx import compose, helper
 
     if len(members) < 2:
         raise ModelError("an ensemble needs at least two models")
-    metas, graphs, opsets, ir = [], [], {}, 0
-    for i, folder in enumerate(members):
+    metas, models = [], []
+    for folder in members:
         path, meta = verified_model(Path(folder))
         if meta.get("kind") != "classifier" or meta.get("labels") != list(CLASSES):
             raise ModelError(f"{folder}: not a three-label batchmask classifier (labels {meta.get('labels')})")
         if metas and meta.get("input_size") != metas[0].get("input_size"):
             raise ModelError(f"{folder}: input size {meta.get('input_size')} differs from {members[0]}'s {metas[0].get('input_size')}")
-        model = compose.add_prefix(onnx.load(str(path)), f"m{i}_")
+        model = onnx.load(str(path))
         if len(model.graph.input) != 1 or len(model.graph.output) != 1:
             raise ModelError(f"{path}: expected one input and one output")
         metas.append(meta)
+        models.append(model)
+
+    # one graph has one opset: members exported at an older one are converted up to the newest
+    def default_opset(m):
+        return max((op.version for op in m.opset_import if op.domain in ("", "ai.onnx")), default=0)
+
+    target = max(default_opset(m) for m in models)
+    models = [m if default_opset(m) == target else onnx.version_converter.convert_version(m, target) for m in models]
+    graphs, opsets, ir = [], {}, 0
+    for i, model in enumerate(models):
+        model = compose.add_prefix(model, f"m{i}_")
         graphs.append(model.graph)
         ir = max(ir, model.ir_version)
         for op in model.opset_import:
