@@ -169,19 +169,26 @@ def test_classifier_only_mode_on_crop_folders(tmp_path):
     assert r.returncode == 2 and "no masked/, incorrect/ or unmasked/ folder" in r.stderr
 
 
+def edited_model(folder, **changes):
+    """A copy of the shipped classifier at FOLDER, or FOLDER with model.json changed (None removes a key)."""
+    if not folder.exists():
+        shutil.copytree(default_classifier_dir(), folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta.update(changes)
+    (folder / "model.json").write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+    return folder
+
+
 @needs_shared
 def test_evaluate_redoes_the_photos_when_the_crop_margin_changes(tmp_path):
     pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
     webcam = SHARED_DATA / "formatcom_webcam"
-    model = tmp_path / "model"
-    shutil.copytree(default_classifier_dir(), model)
+    model = edited_model(tmp_path / "model")
     out = tmp_path / "report"
     args = ("evaluate", webcam / "images", "--boxes", webcam / "boxes.csv", "--out", out, "--model", model, "-q")
     assert batchmask(*args).returncode == 0
     first = [json.loads(line)["mask_score"] for line in open(out / "run" / "faces.jsonl")]
-    meta = json.loads((model / "model.json").read_text())
-    meta["crop_margin"] = 1.6
-    (model / "model.json").write_text(json.dumps(meta))
+    edited_model(model, crop_margin=1.6)
     assert batchmask(*args).returncode == 0
     run = json.loads((out / "run" / "run.json").read_text())
     assert run["models"]["classifier"]["crop_margin"] == 1.6
@@ -193,12 +200,7 @@ def test_evaluate_redoes_the_photos_when_the_crop_margin_changes(tmp_path):
 def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     pytest.importorskip("sklearn", reason="calibrate needs the 'eval' extra")
     webcam = SHARED_DATA / "formatcom_webcam"
-    model = tmp_path / "model"
-    shutil.copytree(default_classifier_dir(), model)
-    meta = json.loads((model / "model.json").read_text())
-    meta.update(threshold=0.95, crop_margin=1.6)
-    meta.pop("threshold_choice", None)
-    (model / "model.json").write_text(json.dumps(meta))
+    model = edited_model(tmp_path / "model", threshold=0.95, crop_margin=1.6, threshold_choice=None)
     r = batchmask("calibrate", model, "--images", webcam / "images", "--boxes", webcam / "boxes.csv", "--tuning", "30", "--max-fnr", "0.1", "-q")
     assert r.returncode == 0, r.stderr
     meta = json.loads((model / "model.json").read_text())
