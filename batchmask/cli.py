@@ -447,11 +447,9 @@ def ensemble(
     from .models import ModelError
 
     try:
-        import onnx  # noqa: F401
+        meta = combine(models, out)
     except ImportError as e:
         _fail(f"ensembles need the 'train' extra (pip install 'batchmask[train]'): {e}")
-    try:
-        meta = combine(models, out)
     except ModelError as e:
         _fail(str(e), EXIT_USAGE)
     err.print(f"ensemble of {len(models)} models written to {out} (threshold {meta['threshold']:.2f}, crop margin {meta['crop_margin']})")
@@ -473,7 +471,7 @@ def calibrate(
         _fail(f"images folder not found: {images}", EXIT_USAGE)
     try:
         from .evaluation.groundtruth import GroundTruthError, load_ground_truth
-        from .evaluation.operating_point import choose_operating_point
+        from .evaluation.operating_point import CalibrationError, choose_operating_point
     except ImportError as e:
         _fail(f"calibrate needs the 'eval' extra (pip install 'batchmask[eval]'): {e}")
     try:
@@ -483,8 +481,15 @@ def calibrate(
     with Progress(TextColumn("[bold]calibrate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err, disable=quiet) as bar:
         task = bar.add_task("calibrate", total=None)
-        choice = choose_operating_point(model, images, boxes, tuning=tuning, max_fnr=max_fnr,
-                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+        try:
+            choice = choose_operating_point(model, images, boxes, tuning=tuning, max_fnr=max_fnr,
+                                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except CalibrationError as e:
+            _fail(str(e), EXIT_USAGE)
+    for name, reason in list(choice["skipped"].items())[:5]:
+        err.print(f"[yellow]skipped {name}: {reason}")
+    if len(choice["skipped"]) > 5:
+        err.print(f"[yellow]… and {len(choice['skipped']) - 5} more unreadable photos (listed in model.json)")
     err.print(f"crop margin {choice['margin']:.2f}, threshold {choice['threshold']:.2f} (tuning TNR {choice['tnr']:.3f}, "
               f"FNR {choice['fnr']:.3f}, worn-incorrectly faces labelled non-compliant {choice['incorrect_noncompliant']:.2f}) "
               f"written to {model / 'model.json'}")

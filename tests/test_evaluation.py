@@ -201,11 +201,16 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     pytest.importorskip("sklearn", reason="calibrate needs the 'eval' extra")
     webcam = SHARED_DATA / "formatcom_webcam"
     model = edited_model(tmp_path / "model", threshold=0.95, crop_margin=1.6, threshold_choice=None)
-    r = batchmask("calibrate", model, "--images", webcam / "images", "--boxes", webcam / "boxes.csv", "--tuning", "30", "--max-fnr", "0.1", "-q")
+    images = tmp_path / "images"
+    shutil.copytree(webcam / "images", images)
+    first = sorted(load_ground_truth(webcam / "boxes.csv"))[0]
+    (images / first).write_bytes(b"not a photo")  # an unreadable photo is left out and named, the rest goes on
+    r = batchmask("calibrate", model, "--images", images, "--boxes", webcam / "boxes.csv", "--tuning", "30", "--max-fnr", "0.1", "-q")
     assert r.returncode == 0, r.stderr
+    assert f"skipped {first}" in r.stderr
     meta = json.loads((model / "model.json").read_text())
     choice, sweep = meta["threshold_choice"], meta["threshold_choice"]["sweep"]
-    assert choice["tuning_photos"] == "first 30 of boxes.csv by sorted name"
+    assert choice["tuning_photos"] == "first 30 of boxes.csv by sorted name" and list(choice["skipped_photos"]) == [first]
     assert len(sweep) == 5 * 13 and {row["margin"] for row in sweep} == {1.1, 1.15, 1.2, 1.25, 1.3}
     chosen = next(row for row in sweep if row["margin"] == meta["crop_margin"] and row["threshold"] == meta["threshold"])
     within = [row for row in sweep if row["fnr"] + row["fnr_se"] <= 0.1]
@@ -218,3 +223,5 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     assert r.returncode == 2 and "gt.csv:2" in r.stderr
     r = batchmask("calibrate", tmp_path / "nope", "--images", webcam / "images", "--boxes", webcam / "boxes.csv")
     assert r.returncode == 2 and "not a model directory" in r.stderr
+    r = batchmask("calibrate", model, "--images", tmp_path, "--boxes", webcam / "boxes.csv", "--tuning", "3")
+    assert r.returncode == 2 and "none of the 3 tuning photos could be read" in r.stderr

@@ -18,20 +18,27 @@ from typing import Callable
 import numpy as np
 
 from ..classifier import CROP_MARGIN, crop_faces
-from ..images import load_image
+from ..images import ImageError, load_image
 from ..models import default_detector_path
 from ..storage import atomic_write_text
 from .groundtruth import load_ground_truth
 from .metrics import Prediction, compute_metrics
 
 MARGINS = (1.1, 1.15, 1.2, 1.25, 1.3)
+class CalibrationError(Exception):
+    """Nothing to calibrate on."""
+
+
 THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.20, 0.801, 0.05), 2))
 
 
 def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int = 300, max_fnr: float = 0.05,
                            margins: tuple[float, ...] = MARGINS, thresholds: tuple[float, ...] = THRESHOLDS,
                            progress: Callable[[int, int], None] | None = None) -> dict:
-    """Sweep margins × thresholds, write the choice and the sweep into MODEL/model.json; returns the chosen row."""
+    """Sweep margins × thresholds, write the choice and the sweep into MODEL/model.json; returns the chosen row.
+
+    Unreadable photos are left out (listed under "skipped" and in model.json).
+    """
     from ..worker import Worker, WorkerConfig
 
     gt = load_ground_truth(boxes)
@@ -40,8 +47,14 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
     worker = Worker(WorkerConfig(str(default_detector_path()), str(model)))
     clf = worker.classifier
     preds: dict[float, dict[str, list[Prediction]]] = {m: {} for m in margins}
+    skipped: dict[str, str] = {}
     for i, name in enumerate(names):
-        loaded = load_image(str(images / name), target_side=worker.config.detector.max_side)
+        try:
+            loaded = load_image(str(images / name), target_side=worker.config.detector.max_side)
+        except ImageError as e:  # left out of the sweep (not counted as missed faces), and reported
+            skipped[name] = str(e)
+            del tuning_gt[name]
+            continue
         img = loaded.pixels
         raw = worker.detector.detect(img)
         shown = worker.detector.reported(raw, *img.shape[:2]).scaled(loaded.scale, loaded.height / img.shape[0])
@@ -51,6 +64,9 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
         if progress:
             progress(i + 1, len(names))
 
+    if not tuning_gt:
+        name, reason = next(iter(skipped.items()))
+        raise CalibrationError(f"none of the {len(names)} tuning photos could be read from {images} (first: {name}: {reason})")
     rows, best = [], []
     for m in margins:
         per = []
@@ -75,7 +91,8 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
         "rule": f"per crop margin, the highest TNR with FNR + 1 SE <= {max_fnr} (ties: higher threshold); "
                 "then the margin with the highest TNR (ties: lower FNR)",
         "tuning_photos": f"first {len(names)} of {Path(boxes).name} by sorted name",
+        "skipped_photos": skipped,
         "sweep": rows,
     }
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-    return choice
+    return {**choice, "skipped": skipped}
