@@ -471,6 +471,8 @@ def calibrate(
         _fail(f"images folder not found: {images}", EXIT_USAGE)
     try:
         from .evaluation.groundtruth import GroundTruthError, load_ground_truth
+        import sklearn  # noqa: F401  (the metrics' ROC)
+
         from .evaluation.operating_point import CalibrationError, choose_operating_point
     except ImportError as e:
         _fail(f"calibrate needs the 'eval' extra (pip install 'batchmask[eval]'): {e}")
