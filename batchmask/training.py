@@ -134,7 +134,37 @@ def _backbone_model(keras, input_size: int, path: Path, scratch: bool):
 
 
 def _augment(tf, stored: int, size: int, centre_frac: float):
+    """Random real-world variation, in the order a camera would add it: framing, light,
+    occlusion at the crop's edge, focus and resolution, sensor noise, JPEG."""
     lo, hi = centre_frac * 0.85, min(1.0, centre_frac * 1.15)
+    taps = tf.range(-2.0, 3.0)
+    rows, cols = tf.meshgrid(tf.range(size), tf.range(size), indexing="ij")
+
+    def chance(p):
+        return tf.random.uniform([]) < p
+
+    def blurred(img):
+        sigma = tf.random.uniform([], 0.6, 1.6)
+        k = tf.exp(-(taps**2) / (2 * sigma**2))
+        k = k / tf.reduce_sum(k)
+        k = tf.tile(tf.reshape(tf.tensordot(k, k, axes=0), [5, 5, 1, 1]), [1, 1, 3, 1])
+        return tf.nn.depthwise_conv2d(img[None], k, [1, 1, 1, 1], "SAME")[0]
+
+    def lit(img):
+        # low light (gamma > 1, darker) or backlight / overexposure (gamma < 1, washed out)
+        gamma = tf.where(chance(0.6), tf.random.uniform([], 1.3, 2.5), tf.random.uniform([], 0.45, 0.8))
+        img = 255.0 * tf.pow(img / 255.0, gamma)
+        fade = tf.where(gamma < 1.0, tf.random.uniform([], 0.6, 1.0), 1.0)
+        return img * fade + 255.0 * (1.0 - fade)
+
+    def occluded(img):
+        # a neighbour's head, a hand or the photo's border covering one side (never the
+        # lower middle, where a flat patch would look like a mask)
+        share = tf.cast(tf.random.uniform([], 0.12, 0.3) * size, tf.int32)
+        side = tf.random.uniform([], 0, 3, dtype=tf.int32)
+        band = tf.stack([cols < share, cols >= size - share, rows < share])[side]
+        colour = tf.random.uniform([3], 0.0, 255.0)
+        return tf.where(band[..., None], colour, img)
 
     def fn(img, label):
         img = tf.cast(img, tf.float32)
@@ -147,14 +177,22 @@ def _augment(tf, stored: int, size: int, centre_frac: float):
         img = tf.image.random_brightness(img, 40.0)
         img = tf.image.random_contrast(img, 0.6, 1.4)
         img = tf.image.random_saturation(img, 0.5, 1.5)
-        if_gray = tf.random.uniform([]) < 0.1
+        img = tf.clip_by_value(img, 0.0, 255.0)
+        img = tf.cond(chance(0.3), lambda: img * tf.random.uniform([3], 0.85, 1.15), lambda: img)  # white balance
+        img = tf.cond(chance(0.25), lambda: lit(tf.clip_by_value(img, 0.0, 255.0)), lambda: img)
         gray = tf.repeat(tf.image.rgb_to_grayscale(img), 3, axis=-1)
-        img = tf.where(if_gray, gray, img)
+        img = tf.where(chance(0.1), gray, img)
+        img = tf.cond(chance(0.15), lambda: occluded(img), lambda: img)
+        img = tf.cond(chance(0.2), lambda: blurred(img), lambda: img)
         # low resolution (distant faces): downscale and back up
         small = tf.random.uniform([], 12, size + 1, dtype=tf.int32)
         lowres = tf.image.resize(tf.image.resize(img, [small, small]), [size, size])
-        img = tf.where(tf.random.uniform([]) < 0.3, lowres, img)
+        img = tf.where(chance(0.3), lowres, img)
+        noise = tf.random.normal([size, size, 3], stddev=tf.random.uniform([], 2.0, 10.0))
+        img = tf.cond(chance(0.2), lambda: img + noise, lambda: img)
         img = tf.clip_by_value(img, 0.0, 255.0)
+        jpeg = lambda: tf.cast(tf.image.adjust_jpeg_quality(tf.cast(img, tf.uint8), tf.random.uniform([], 15, 85, dtype=tf.int32)), tf.float32)
+        img = tf.cond(chance(0.3), jpeg, lambda: img)
         return img, label
 
     return fn
