@@ -166,6 +166,10 @@ def _augment(tf, stored: int, size: int, centre_frac: float):
         colour = tf.random.uniform([3], 0.0, 255.0)
         return tf.where(band[..., None], colour, img)
 
+    def jpeg(img):
+        quality = tf.random.uniform([], 15, 85, dtype=tf.int32)
+        return tf.cast(tf.image.adjust_jpeg_quality(tf.cast(img, tf.uint8), quality), tf.float32)
+
     def fn(img, label):
         img = tf.cast(img, tf.float32)
         # zoom and shift: a random window around the inference framing, then resize
@@ -191,8 +195,7 @@ def _augment(tf, stored: int, size: int, centre_frac: float):
         noise = tf.random.normal([size, size, 3], stddev=tf.random.uniform([], 2.0, 10.0))
         img = tf.cond(chance(0.2), lambda: img + noise, lambda: img)
         img = tf.clip_by_value(img, 0.0, 255.0)
-        jpeg = lambda: tf.cast(tf.image.adjust_jpeg_quality(tf.cast(img, tf.uint8), tf.random.uniform([], 15, 85, dtype=tf.int32)), tf.float32)
-        img = tf.cond(chance(0.3), jpeg, lambda: img)
+        img = tf.cond(chance(0.3), lambda: jpeg(img), lambda: img)
         return img, label
 
     return fn
