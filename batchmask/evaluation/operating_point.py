@@ -25,11 +25,11 @@ from .groundtruth import load_ground_truth
 from .metrics import Prediction, compute_metrics
 
 MARGINS = (1.1, 1.15, 1.2, 1.25, 1.3)
+THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.20, 0.801, 0.05), 2))
+
+
 class CalibrationError(Exception):
     """Nothing to calibrate on."""
-
-
-THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.20, 0.801, 0.05), 2))
 
 
 def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int = 300, max_fnr: float = 0.05,
