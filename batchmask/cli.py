@@ -29,6 +29,15 @@ def _fail(message: str, code: int = EXIT_FAILED) -> None:
     raise typer.Exit(code)
 
 
+def _needs_eval_extra(command: str) -> None:
+    """Fail at the start, not after a long run, when the 'eval' extra (plots, ROC) is missing."""
+    import importlib.util
+
+    missing = [name for name in ("matplotlib", "sklearn") if importlib.util.find_spec(name) is None]
+    if missing:
+        _fail(f"{command} needs the 'eval' extra (pip install 'batchmask[eval]'): {', '.join(missing)} not installed")
+
+
 def _progress(quiet: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -469,13 +478,10 @@ def calibrate(
         _fail(f"not a model directory (no model.json): {model}", EXIT_USAGE)
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
-    try:
-        from .evaluation.groundtruth import GroundTruthError, load_ground_truth
-        import sklearn  # noqa: F401  (the metrics' ROC)
+    _needs_eval_extra("calibrate")
+    from .evaluation.groundtruth import GroundTruthError, load_ground_truth
+    from .evaluation.operating_point import CalibrationError, choose_operating_point
 
-        from .evaluation.operating_point import CalibrationError, choose_operating_point
-    except ImportError as e:
-        _fail(f"calibrate needs the 'eval' extra (pip install 'batchmask[eval]'): {e}")
     try:
         load_ground_truth(boxes)
     except GroundTruthError as e:
@@ -514,16 +520,15 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Run the pipeline on annotated photos (or score given predictions) and write an evaluation report."""
+    _needs_eval_extra("evaluate")
     if crops:
         _evaluate_crops(images, out, model, threshold, title)
         return
     if boxes is None:
         _fail("--boxes is required (ground truth), unless --crops evaluates the classifier on crop folders", EXIT_USAGE)
-    try:
-        from .evaluation.groundtruth import GroundTruthError, load_ground_truth
-        from .evaluation.report import PredictionsError, load_predictions, write_report
-    except ImportError as e:
-        _fail(f"evaluate needs the 'eval' extra (pip install 'batchmask[eval]'): {e}")
+    from .evaluation.groundtruth import GroundTruthError, load_ground_truth
+    from .evaluation.report import PredictionsError, load_predictions, write_report
+
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
     try:

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from batchmask.evaluation.groundtruth import GroundTruthError, load_ground_truth
 from batchmask.evaluation.metrics import Prediction, average_precision, compute_metrics
 from batchmask.models import default_classifier_dir
-from conftest import SHARED_DATA, batchmask, needs_shared
+from conftest import SAMPLES, SHARED_DATA, batchmask, needs_shared
 
 
 def test_csv_ground_truth_and_errors_name_the_line(tmp_path):
@@ -225,3 +226,17 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     assert r.returncode == 2 and "not a model directory" in r.stderr
     r = batchmask("calibrate", model, "--images", tmp_path, "--boxes", webcam / "boxes.csv", "--tuning", "3")
     assert r.returncode == 2 and "none of the 3 tuning photos could be read" in r.stderr
+
+
+def test_evaluate_and_calibrate_without_the_eval_extra_fail_at_once(tmp_path):
+    # an install without scikit-learn, as `pip install .` gives: sitecustomize hides the package
+    (tmp_path / "hide").mkdir()
+    (tmp_path / "hide" / "sitecustomize.py").write_text("import sys\nsys.modules['sklearn'] = None\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hide")}
+    gt = tmp_path / "gt.csv"
+    gt.write_text("image,x1,y1,x2,y2,label\nastronaut.jpg,170,60,280,190,unmasked\n")
+    r = batchmask("evaluate", SAMPLES, "--boxes", gt, "--out", tmp_path / "report", env=env)
+    assert r.returncode == 1 and "evaluate needs the 'eval' extra" in r.stderr and "sklearn not installed" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "report").exists()
+    r = batchmask("calibrate", edited_model(tmp_path / "model"), "--images", SAMPLES, "--boxes", gt, env=env)
+    assert r.returncode == 1 and "calibrate needs the 'eval' extra" in r.stderr
