@@ -29,13 +29,17 @@ def _fail(message: str, code: int = EXIT_FAILED) -> None:
     raise typer.Exit(code)
 
 
-def _needs_eval_extra(command: str) -> None:
-    """Fail at the start, not after a long run, when the 'eval' extra (plots, ROC) is missing."""
+_EXTRAS = {"eval": ("matplotlib", "sklearn"), "train": ("tensorflow", "tf2onnx", "matplotlib")}
+
+
+def _needs_extra(command: str, extra: str) -> None:
+    """Fail at the start, not after a long run, when an optional extra's packages are missing
+    (they are imported late, where they are used)."""
     import importlib.util
 
-    missing = [name for name in ("matplotlib", "sklearn") if importlib.util.find_spec(name) is None]
+    missing = [name for name in _EXTRAS[extra] if importlib.util.find_spec(name) is None]
     if missing:
-        _fail(f"{command} needs the 'eval' extra (pip install 'batchmask[eval]'): {', '.join(missing)} not installed")
+        _fail(f"{command} needs the '{extra}' extra (pip install 'batchmask[{extra}]'): {', '.join(missing)} not installed")
 
 
 def _progress(quiet: bool) -> Progress:
@@ -431,10 +435,9 @@ def train(
         _fail(f"backbone file not found: {backbone}", EXIT_USAGE)
     if scratch and backbone is None:
         _fail("--scratch needs --backbone (MobileNetV3-Small always trains from scratch)", EXIT_USAGE)
-    try:
-        from .training import TrainingError, train_classifier
-    except ImportError as e:
-        _fail(f"training needs the 'train' extra (pip install 'batchmask[train]'): {e}")
+    _needs_extra("train", "train")
+    from .training import TrainingError, train_classifier
+
     try:
         result = train_classifier(data, out, epochs=epochs, seed=seed, batch_size=batch_size, log=err.print, backbone=backbone, scratch=scratch)
     except TrainingError as e:
@@ -478,7 +481,7 @@ def calibrate(
         _fail(f"not a model directory (no model.json): {model}", EXIT_USAGE)
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
-    _needs_eval_extra("calibrate")
+    _needs_extra("calibrate", "eval")
     from .evaluation.groundtruth import GroundTruthError, load_ground_truth
     from .evaluation.operating_point import CalibrationError, choose_operating_point
 
@@ -520,7 +523,7 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Run the pipeline on annotated photos (or score given predictions) and write an evaluation report."""
-    _needs_eval_extra("evaluate")
+    _needs_extra("evaluate", "eval")
     if crops:
         _evaluate_crops(images, out, model, threshold, title)
         return

@@ -228,10 +228,10 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     assert r.returncode == 2 and "none of the 3 tuning photos could be read" in r.stderr
 
 
-def test_evaluate_and_calibrate_without_the_eval_extra_fail_at_once(tmp_path):
-    # an install without scikit-learn, as `pip install .` gives: sitecustomize hides the package
+def test_commands_without_their_extra_fail_at_once(tmp_path):
+    # an install without scikit-learn and TensorFlow, as `pip install .` gives: sitecustomize hides them
     (tmp_path / "hide").mkdir()
-    (tmp_path / "hide" / "sitecustomize.py").write_text("import sys\nsys.modules['sklearn'] = None\n")
+    (tmp_path / "hide" / "sitecustomize.py").write_text("import sys\nsys.modules['sklearn'] = sys.modules['tensorflow'] = None\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "hide")}
     gt = tmp_path / "gt.csv"
     gt.write_text("image,x1,y1,x2,y2,label\nastronaut.jpg,170,60,280,190,unmasked\n")
@@ -240,3 +240,6 @@ def test_evaluate_and_calibrate_without_the_eval_extra_fail_at_once(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "report").exists()
     r = batchmask("calibrate", edited_model(tmp_path / "model"), "--images", SAMPLES, "--boxes", gt, env=env)
     assert r.returncode == 1 and "calibrate needs the 'eval' extra" in r.stderr
+    (tmp_path / "crops" / "masked").mkdir(parents=True)
+    r = batchmask("train", tmp_path / "crops", "--out", tmp_path / "m", env=env)
+    assert r.returncode == 1 and "train needs the 'train' extra" in r.stderr and "tensorflow not installed" in r.stderr
