@@ -118,6 +118,10 @@ def _decode(im: Image.Image, max_pixels: int, target_side: int | None) -> Loaded
     if getattr(im, "is_animated", False):
         im.seek(0)
     im.load()
+    if orientation != 1 and im.getexif().get(0x0112, 1) == 1:
+        # the decoder turned the pixels upright itself (Pillow's TIFF plugin does, and drops
+        # the tag): the size read at open was already the displayed one
+        orientation, disp_w, disp_h = 1, w, h
     if target_side and max(im.size) > 2 * target_side:
         # formats without DCT scaling (PNG, TIFF, ...): shrink right after decoding, before any copy
         if im.mode in ("P", "1") or im.mode.startswith("I;16"):

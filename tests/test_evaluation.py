@@ -27,6 +27,60 @@ def test_csv_ground_truth_and_errors_name_the_line(tmp_path):
         load_ground_truth(bad)
 
 
+@pytest.mark.parametrize("body, message", [
+    ("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked\n\n\nb.jpg,0,0,10,10,hat\n", r"bad.csv:5: unknown label 'hat'"),
+    ("image,x1,y1,x2,y2,label\na.jpg\n", r"bad.csv:2: 1 fields, the header has 6"),
+    ("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked,extra\n", r"bad.csv:2: 7 fields"),
+    ("image,x1,y1,x2,y2,label\na.jpg,0,0,inf,10,masked\n", r"bad.csv:2: box coordinates must be finite numbers"),
+    ("image,x1,y1,x2,y2,label,label\na.jpg,0,0,10,10,masked,unmasked\n", r"bad.csv:1: column\(s\) label appear more than once"),
+    ("image,x1,y1,x2,y2,label\n", r"bad.csv: no annotated faces"),
+    ("", r"bad.csv: empty file"),
+])
+def test_csv_ground_truth_rejects_malformed_rows_by_physical_line(tmp_path, body, message):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(body)
+    with pytest.raises(GroundTruthError, match=message):
+        load_ground_truth(bad)
+
+
+def test_ground_truth_that_is_not_utf8_names_the_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked\ncaf\u00e9.jpg,0,0,10,10,masked\n".encode("latin-1"))
+    with pytest.raises(GroundTruthError, match=r"bad.csv:3: not UTF-8"):
+        load_ground_truth(bad)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"annotations": [{"image_id": 1, "category_id": 9, "bbox": [1, 2, 10, 10]}]}, r"annotations\[0\]: category_id 9 is not in 'categories'"),
+    ({"annotations": [{"image_id": 5, "category_id": 7, "bbox": [1, 2, 10, 10]}]}, r"annotations\[0\]: image_id 5 is not in 'images'"),
+    ({"annotations": [{"image_id": 1, "category_id": 7, "bbox": ["107", "1", "88", "75"]}]}, r"annotations\[0\]: bbox must be 4 numbers"),
+    ({"annotations": [{"image_id": 1, "category_id": 7, "bbox": [1, 2, 10]}]}, r"annotations\[0\]: bbox must be 4 numbers"),
+    ({"annotations": [{"image_id": 1, "category_id": 7}]}, r"annotations\[0\]: bbox must be 4 numbers"),
+    ({"annotations": [{"image_id": 1, "category_id": 7, "bbox": [True, 2, 10, 10]}]}, r"annotations\[0\]: bbox must be 4 numbers"),
+    ({"categories": None}, r"not COCO detection JSON"),
+])
+def test_coco_errors_name_the_annotation(tmp_path, change, message):
+    data = {"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 7, "name": "with_mask"}],
+            "annotations": [{"image_id": 1, "category_id": 7, "bbox": [1, 2, 10, 10]}]}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**data, **change}))
+    with pytest.raises(GroundTruthError, match=message):
+        load_ground_truth(bad)
+
+
+def test_voc_single_file_and_duplicate_images(tmp_path):
+    one = tmp_path / "a.xml"
+    one.write_text("<annotation><filename>a.jpg</filename><object><name>with_mask</name>"
+                   "<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>11</xmax><ymax>12</ymax></bndbox></object></annotation>")
+    assert load_ground_truth(one) == {"a.jpg": [([1, 2, 11, 12], "masked")]}
+    (tmp_path / "b.xml").write_text(one.read_text())
+    with pytest.raises(GroundTruthError, match=r"b.xml: image 'a.jpg' is already annotated by .*a.xml"):
+        load_ground_truth(tmp_path)
+    (tmp_path / "b.xml").write_text("<svg/>")
+    with pytest.raises(GroundTruthError, match=r"b.xml: not a PASCAL VOC annotation"):
+        load_ground_truth(tmp_path)
+
+
 def test_voc_and_coco_ground_truth(tmp_path):
     voc = tmp_path / "voc"
     voc.mkdir()

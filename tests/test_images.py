@@ -18,11 +18,18 @@ STORED = {
 }
 
 
+@pytest.mark.parametrize("fmt", ["jpg", "png", "tif", "webp"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_gives_the_displayed_image(tmp_path, orientation):
-    shown = astronaut()
-    path = tmp_path / f"o{orientation}.jpg"
-    path.write_bytes(jpeg_bytes(np.ascontiguousarray(STORED[orientation](shown)), orientation, quality=95))
+def test_exif_orientation_gives_the_displayed_image(tmp_path, orientation, fmt):
+    shown = np.ascontiguousarray(astronaut()[:, :360])  # not square: swapped sizes must show
+    stored = np.ascontiguousarray(STORED[orientation](shown))
+    path = tmp_path / f"o{orientation}.{fmt}"
+    if fmt == "jpg":
+        path.write_bytes(jpeg_bytes(stored, orientation, quality=95))
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(stored).save(path, exif=exif.tobytes(), **({"quality": 95} if fmt == "webp" else {}))
     img = load_image(str(path))
     assert (img.width, img.height) == (shown.shape[1], shown.shape[0])
     assert img.pixels.shape == shown.shape

@@ -1,14 +1,18 @@
-"""Ground-truth boxes from our CSV, a PASCAL VOC folder or COCO JSON, validated line by line."""
+"""Ground-truth boxes from our CSV, a PASCAL VOC folder (or one .xml file) or COCO JSON,
+validated line by line: a bad file is rejected naming the line (or annotation) at fault."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
 LABELS = ("masked", "unmasked", "incorrect")
+COLUMNS = ("image", "x1", "y1", "x2", "y2", "label")
 # names used by public mask data sets, mapped onto ours
 ALIASES = {
     "masked": "masked", "mask": "masked", "with_mask": "masked", "face_mask": "masked",
@@ -24,85 +28,150 @@ class GroundTruthError(Exception):
 GroundTruth = dict[str, list[tuple[list[float], str]]]
 
 
-def _label(raw: str, where: str) -> str:
-    label = ALIASES.get(raw.strip().lower())
+def _label(raw, where: str) -> str:
+    label = ALIASES.get(raw.strip().lower()) if isinstance(raw, str) else None
     if label is None:
         raise GroundTruthError(f"{where}: unknown label {raw!r} (expected one of {', '.join(LABELS)})")
     return label
 
 
-def _box(values: list[str], where: str) -> list[float]:
+def _number(value) -> float:
+    """A finite coordinate from text or a JSON number (not a bool, not a JSON string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(value)
+    return x
+
+
+def _box(values: list, where: str) -> list[float]:
     try:
-        box = [float(v) for v in values]
+        box = [_number(v) for v in values]
     except ValueError:
-        raise GroundTruthError(f"{where}: box coordinates must be numbers, got {values}") from None
+        raise GroundTruthError(f"{where}: box coordinates must be finite numbers, got {values}") from None
     if not (box[2] > box[0] and box[3] > box[1]):
         raise GroundTruthError(f"{where}: box must have x2 > x1 and y2 > y1, got {box}")
     return box
 
 
 def load_ground_truth(path: str | Path) -> GroundTruth:
+    """Boxes per image name; an error for any malformed entry and for a file with no face at all."""
     path = Path(path)
     if path.is_dir():
-        return _load_voc(path)
-    if not path.is_file():
+        gt = _load_voc(path, sorted(path.rglob("*.xml")))
+    elif not path.is_file():
         raise GroundTruthError(f"{path}: no such file or folder")
-    if path.suffix.lower() == ".json":
-        return _load_coco(path)
-    return _load_csv(path)
+    elif path.suffix.lower() == ".json":
+        gt = _load_coco(path)
+    elif path.suffix.lower() == ".xml":
+        gt = _load_voc(path, [path])
+    else:
+        gt = _load_csv(path)
+    if not any(gt.values()):
+        raise GroundTruthError(f"{path}: no annotated faces")
+    return gt
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise GroundTruthError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except OSError as e:
+        raise GroundTruthError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _load_csv(path: Path) -> GroundTruth:
     gt: GroundTruth = defaultdict(list)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        need = ["image", "x1", "y1", "x2", "y2", "label"]
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
+    reader = csv.reader(io.StringIO(_text(path), newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise GroundTruthError(f"{path}: empty file (expected the header {','.join(COLUMNS)})")
+        header = [h.strip() for h in header]
+        doubled = sorted({h for h in header if header.count(h) > 1})
+        if doubled:
+            raise GroundTruthError(f"{path}:{reader.line_num}: column(s) {', '.join(doubled)} appear more than once")
+        missing = [c for c in COLUMNS if c not in header]
         if missing:
-            raise GroundTruthError(f"{path}:1: missing column(s) {', '.join(missing)} (expected {','.join(need)})")
-        for line, row in enumerate(reader, start=2):
-            where = f"{path}:{line}"
+            raise GroundTruthError(f"{path}:{reader.line_num}: missing column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
+        at = {c: header.index(c) for c in COLUMNS}
+        for fields in reader:
+            if not fields or fields == [""]:
+                continue
+            where = f"{path}:{reader.line_num}"
+            if len(fields) != len(header):
+                raise GroundTruthError(f"{where}: {len(fields)} fields, the header has {len(header)} ({','.join(header)})")
+            row = {c: fields[i] for c, i in at.items()}
             if not row["image"]:
                 raise GroundTruthError(f"{where}: empty image name")
             gt[row["image"]].append((_box([row[k] for k in ("x1", "y1", "x2", "y2")], where), _label(row["label"], where)))
+    except csv.Error as e:
+        raise GroundTruthError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
     return dict(gt)
 
 
-def _load_voc(folder: Path) -> GroundTruth:
+def _load_voc(where: Path, files: list[Path]) -> GroundTruth:
+    """Image name from <filename> (else the XML file's name with .jpg); one file per image."""
     gt: GroundTruth = {}
-    files = sorted(folder.rglob("*.xml"))
+    source: dict[str, Path] = {}
     if not files:
-        raise GroundTruthError(f"{folder}: no PASCAL VOC .xml files")
+        raise GroundTruthError(f"{where}: no PASCAL VOC .xml files")
     for xml in files:
         try:
             root = ET.parse(xml).getroot()
         except ET.ParseError as e:
             raise GroundTruthError(f"{xml}:{e.position[0]}: invalid XML ({e})") from None
-        name = root.findtext("filename") or xml.with_suffix(".jpg").name
+        if root.tag != "annotation":
+            raise GroundTruthError(f"{xml}: not a PASCAL VOC annotation (root element <{root.tag}>, expected <annotation>)")
+        name = (root.findtext("filename") or "").strip() or xml.with_suffix(".jpg").name
+        if name in source:
+            raise GroundTruthError(f"{xml}: image {name!r} is already annotated by {source[name]}")
+        source[name] = xml
         boxes = []
         for i, obj in enumerate(root.iter("object")):
-            where = f"{xml}: object {i + 1}"
+            at = f"{xml}: object {i + 1}"
             bb = obj.find("bndbox")
             if bb is None:
-                raise GroundTruthError(f"{where}: no <bndbox>")
-            boxes.append((_box([bb.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")], where), _label(obj.findtext("name") or "", where)))
+                raise GroundTruthError(f"{at}: no <bndbox>")
+            boxes.append((_box([bb.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")], at), _label(obj.findtext("name") or "", at)))
         gt[name] = boxes
     return gt
 
 
 def _load_coco(path: Path) -> GroundTruth:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(_text(path))
     except ValueError as e:
         raise GroundTruthError(f"{path}: invalid JSON ({e})") from None
-    try:
-        cats = {c["id"]: c["name"] for c in data["categories"]}
-        images = {im["id"]: im["file_name"] for im in data["images"]}
-        gt: GroundTruth = {name: [] for name in images.values()}
-        for i, ann in enumerate(data["annotations"]):
-            where = f"{path}: annotations[{i}]"
-            x, y, w, h = ann["bbox"]
-            gt[images[ann["image_id"]]].append((_box([x, y, x + w, y + h], where), _label(cats[ann["category_id"]], where)))
-    except (KeyError, TypeError, ValueError) as e:
-        raise GroundTruthError(f"{path}: not COCO detection JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        raise GroundTruthError(f"{path}: not COCO detection JSON (needs lists 'images', 'annotations' and 'categories')")
+    cats, images = {}, {}
+    for i, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or "id" not in c or not isinstance(c.get("name"), str):
+            raise GroundTruthError(f"{path}: categories[{i}]: needs 'id' and 'name'")
+        cats[c["id"]] = c["name"]
+    for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise GroundTruthError(f"{path}: images[{i}]: needs 'id' and 'file_name'")
+        images[im["id"]] = im["file_name"]
+    gt: GroundTruth = {name: [] for name in images.values()}
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{path}: annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise GroundTruthError(f"{where}: not an object")
+        if ann.get("image_id") not in images:
+            raise GroundTruthError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+        if ann.get("category_id") not in cats:
+            raise GroundTruthError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or any(isinstance(v, (str, bool)) for v in bbox):
+            raise GroundTruthError(f"{where}: bbox must be 4 numbers [x, y, width, height], got {bbox!r}")
+        try:
+            x, y, w, h = (_number(v) for v in bbox)
+        except ValueError:
+            raise GroundTruthError(f"{where}: bbox must be 4 finite numbers, got {bbox!r}") from None
+        gt[images[ann["image_id"]]].append((_box([x, y, x + w, y + h], where), _label(cats[ann["category_id"]], where)))
     return gt
