@@ -435,6 +435,7 @@ def train(
         _fail(f"backbone file not found: {backbone}", EXIT_USAGE)
     if scratch and backbone is None:
         _fail("--scratch needs --backbone (MobileNetV3-Small always trains from scratch)", EXIT_USAGE)
+    _out_folder(out)
     _needs_extra("train", "train")
     from .training import TrainingError, train_classifier
 
@@ -455,6 +456,9 @@ def ensemble(
     for m in models:
         if not (m / "model.json").is_file():
             _fail(f"not a model directory (no model.json): {m}", EXIT_USAGE)
+    _out_folder(out)
+    if any(m.resolve() == out.resolve() for m in models):
+        _fail(f"--out {out} is one of the models to combine: write the ensemble to a new folder", EXIT_USAGE)
     from .ensemble import combine
     from .models import ModelError
 
@@ -484,6 +488,7 @@ def calibrate(
     _needs_extra("calibrate", "eval")
     from .evaluation.groundtruth import GroundTruthError, load_ground_truth
     from .evaluation.operating_point import CalibrationError, choose_operating_point
+    from .models import ModelError
 
     try:
         load_ground_truth(boxes)
@@ -497,13 +502,16 @@ def calibrate(
                                             progress=lambda done, total: bar.update(task, completed=done, total=total))
         except CalibrationError as e:
             _fail(str(e), EXIT_USAGE)
+        except ModelError as e:
+            _fail(str(e))
     for name, reason in list(choice["skipped"].items())[:5]:
-        err.print(f"[yellow]skipped {name}: {reason}")
+        err.print(f"skipped {name}: {reason}", style="yellow")
     if len(choice["skipped"]) > 5:
-        err.print(f"[yellow]… and {len(choice['skipped']) - 5} more unreadable photos (listed in model.json)")
-    err.print(f"crop margin {choice['margin']:.2f}, threshold {choice['threshold']:.2f} (tuning TNR {choice['tnr']:.3f}, "
-              f"FNR {choice['fnr']:.3f}, worn-incorrectly faces labelled non-compliant {choice['incorrect_noncompliant']:.2f}) "
-              f"written to {model / 'model.json'}")
+        err.print(f"… and {len(choice['skipped']) - 5} more unreadable photos (listed in model.json)", style="yellow")
+    incorrect = choice["incorrect_noncompliant"]
+    err.print(f"crop margin {choice['margin']:.2f}, threshold {choice['threshold']:.2f} (tuning TNR {choice['tnr']:.3f}, FNR {choice['fnr']:.3f}"
+              + ("" if incorrect != incorrect else f", worn-incorrectly faces labelled non-compliant {incorrect:.2f}")
+              + f") written to {model / 'model.json'}")
 
 
 @app.command()
@@ -524,6 +532,9 @@ def evaluate(
 ) -> None:
     """Run the pipeline on annotated photos (or score given predictions) and write an evaluation report."""
     _needs_extra("evaluate", "eval")
+    _out_folder(out)
+    if model is not None and not (model / "model.json").is_file():
+        _fail(f"not a model directory (no model.json): {model}", EXIT_USAGE)
     if crops:
         _evaluate_crops(images, out, model, threshold, title)
         return
@@ -535,9 +546,17 @@ def evaluate(
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
     try:
-        load_ground_truth(boxes)
+        gt = load_ground_truth(boxes)
     except GroundTruthError as e:
         _fail(f"bad ground truth: {e}", EXIT_USAGE)
+    absent = sorted(name for name in gt if not (images / name).is_file())
+    if len(absent) == len(gt):
+        _fail(f"none of the {len(gt)} photos named in {boxes} is in {images} (first: {absent[0]!r})", EXIT_USAGE)
+    if absent:
+        err.print(f"warning: {len(absent)} of {len(gt)} annotated photos are not in {images} and are left out of the scores "
+                  f"(first: {', '.join(repr(n) for n in absent[:3])})", style="yellow")
+    scored = {name: boxes_ for name, boxes_ in gt.items() if name not in absent}
+    code = 0
     if predictions is not None:
         if not predictions.is_file():
             _fail(f"predictions file not found: {predictions}", EXIT_USAGE)
@@ -545,25 +564,66 @@ def evaluate(
             preds = load_predictions(predictions)
         except PredictionsError as e:
             _fail(str(e), EXIT_USAGE)
+        if not preds:
+            _fail(f"no predictions in {predictions}", EXIT_USAGE)
+        unknown = sorted(set(preds) - set(gt))
+        if len(unknown) == len(preds):
+            _fail(f"no image name in {predictions} matches the ground truth (predictions name {unknown[0]!r}, "
+                  f"ground truth names e.g. {next(iter(gt))!r})", EXIT_USAGE)
+        if unknown:
+            err.print(f"warning: {len(unknown)} images in {predictions} have no ground truth and are ignored (first: {unknown[0]!r})", style="yellow")
         source = f"Predictions from {predictions.name}"
         used_threshold = 0.5 if threshold is None else threshold
     else:
         from .classifier import MaskClassifier
-        from .models import default_classifier_dir
+        from .models import ModelError, default_classifier_dir
 
         model_dir = model or default_classifier_dir()
+        try:
+            clf = MaskClassifier(model_dir)
+        except ModelError as e:
+            _fail(str(e))
+        if _run_input(out / "run") not in (None, images.resolve()):
+            import shutil
+
+            err.print(f"{out / 'run'} was made from another photo folder: starting it afresh", style="yellow")
+            shutil.rmtree(out / "run")
         options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model_dir), annotate=False, engine=_engine(engine), scheduler=scheduler,
                              force=_stale_run(out / "run", model_dir))
         summary = _run_with_progress(images, out / "run", options, quiet)
         preds = load_predictions(out / "run" / "faces.jsonl")
-        clf = MaskClassifier(model_dir)
         used_threshold = threshold if threshold is not None else clf.threshold
         source = f"batchmask pipeline, classifier {model_dir.name}, crop margin {clf.margin:g} (run {summary.run_id})"
-    metrics = write_report(boxes, preds, out, used_threshold, title, source, min_width)
+        code = summary.exit_code
+    preds = {name: faces for name, faces in preds.items() if name in scored}
+    metrics = write_report(boxes, preds, out, used_threshold, title, source, min_width, gt=scored, left_out=absent)
     err.print(
-        f"TNR {metrics['tnr']:.3f}  FNR {metrics['fnr']:.3f}  recall>={min_width:g}px {metrics['recall']:.3f}  "
-        f"AP50 {metrics['ap50']:.3f}  false det/img {metrics['false_detections_per_image']:.2f} -> {out / 'report.html'}"
+        f"TNR {_fmt(metrics['tnr'])}  FNR {_fmt(metrics['fnr'])}  recall>={min_width:g}px {_fmt(metrics['recall'])}  "
+        f"AP50 {_fmt(metrics['ap50'])}  false det/img {metrics['false_detections_per_image']:.2f} -> {out / 'report.html'}"
     )
+    if code:
+        err.print(f"some photos were rejected (see {out / 'run' / 'images.csv'}, status=error): they count as photos with no face found", style="yellow")
+    raise typer.Exit(code)
+
+
+def _out_folder(out: Path) -> None:
+    """An output folder option that names an existing file is a usage error, caught before any work."""
+    if out.exists() and not out.is_dir():
+        _fail(f"--out must be a folder, but {out} is a file", EXIT_USAGE)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def _run_input(run_dir: Path) -> Optional[Path]:
+    """The photo folder an earlier run into `run_dir` read, if there was one."""
+    import json
+
+    try:
+        return Path(json.loads((run_dir / "run.json").read_text())["input"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _stale_run(run_dir: Path, model_dir: Path) -> bool:
@@ -636,6 +696,7 @@ def data_build(
     for folder in [*unmasked, *masked]:
         if not folder.is_dir():
             _fail(f"folder not found: {folder}", EXIT_USAGE)
+    _out_folder(out)
     sources = [BuildSource(f, "unmasked") for f in unmasked] + [BuildSource(f, "masked") for f in masked]
     with _progress(quiet) as bar:
         task = bar.add_task("crops", total=None, rate="-", faces=0, rejected=0)

@@ -178,17 +178,64 @@ def test_evaluate_command_on_the_webcam_set_and_on_peer_predictions(tmp_path):
 
 
 def test_evaluate_rejects_bad_inputs(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", photos / "a.jpg")
     gt = tmp_path / "gt.csv"
     gt.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,x,10,masked\n")
-    r = batchmask("evaluate", tmp_path, "--boxes", gt, "--out", tmp_path / "r")
-    assert r.returncode == 2 and "gt.csv:2: box coordinates must be numbers" in r.stderr
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "r")
+    assert r.returncode == 2 and "gt.csv:2: box coordinates must be finite numbers" in r.stderr
     r = batchmask("evaluate", tmp_path / "nope", "--boxes", gt, "--out", tmp_path / "r")
     assert r.returncode == 2 and "images folder not found" in r.stderr
     gt.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked\n")
+    r = batchmask("evaluate", tmp_path, "--boxes", gt, "--out", tmp_path / "r")
+    assert r.returncode == 2 and "none of the 1 photos named in" in r.stderr and "'a.jpg'" in r.stderr
+    (tmp_path / "file").write_text("")
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "file")
+    assert r.returncode == 2 and "--out must be a folder" in r.stderr
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "r", "--model", tmp_path / "nomodel")
+    assert r.returncode == 2 and "not a model directory" in r.stderr
     preds = tmp_path / "p.jsonl"
-    preds.write_text('{"image": "a.jpg", "x1": 1}\n')
-    r = batchmask("evaluate", tmp_path, "--boxes", gt, "--out", tmp_path / "r", "--predictions", preds)
-    assert r.returncode == 2 and "p.jsonl:1: not a prediction line" in r.stderr
+    for line, message in [
+        ('{"image": "a.jpg", "x1": 1}', "p.jsonl:1: not a prediction line"),
+        ('{"image": "a.jpg", "faces": [{"box": [1, 2, 3], "det_score": 0.9}]}', "p.jsonl:1: not a prediction line (ValueError: box must be 4 numbers"),
+        ('{"image": "a.jpg", "x1": 1, "y1": 1, "x2": NaN, "y2": 5, "det_score": 0.9}', "box coordinate must be finite"),
+        ('{"image": "a.jpg", "x1": 1, "y1": 1, "x2": 5, "y2": 5, "det_score": 0.9, "mask_score": 7}', "mask score must be within 0..1"),
+        ("", "no predictions in"),
+        ('{"image": "images/a.jpg", "faces": []}', "no image name in"),
+    ]:
+        preds.write_text(line + "\n")
+        r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "r", "--predictions", preds)
+        assert r.returncode == 2 and message in r.stderr, (line, r.stderr)
+    preds.write_bytes(b'{"image": "a.jpg", "faces": []}\n{"image": "caf\xe9.jpg", "faces": []}\n')
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "r", "--predictions", preds)
+    assert r.returncode == 2 and "p.jsonl:2: not a prediction line (not UTF-8 text)" in r.stderr
+
+
+def test_evaluate_leaves_out_absent_photos_and_exits_3_on_rejected_ones(tmp_path):
+    pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", photos / "a.jpg")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
+    gt = tmp_path / "gt.csv"
+    gt.write_text("image,x1,y1,x2,y2,label\na.jpg,150,60,350,330,masked\nbroken.jpg,0,0,10,10,masked\ngone.jpg,0,0,10,10,unmasked\n")
+    out = tmp_path / "r"
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", out, "-q")
+    assert r.returncode == 3, r.stderr
+    assert "1 of 3 annotated photos are not in" in r.stderr and "'gone.jpg'" in r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["images"] == 2 and m["left_out_images"] == ["gone.jpg"] and m["faces"]["all"] == 2
+    assert "Left out: 1 annotated photos that are not in the photo folder: gone.jpg" in (out / "report.md").read_text()
+
+    # the same REPORT on another photo folder redoes the run instead of reusing its rows
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(photos / "a.jpg", other / "a.jpg")
+    r = batchmask("evaluate", other, "--boxes", gt, "--out", out, "-q")
+    assert r.returncode == 0, r.stderr
+    rows = (out / "run" / "images.csv").read_text()
+    assert "broken.jpg" not in rows and json.loads((out / "metrics.json").read_text())["images"] == 1
 
 
 def test_classifier_only_mode_on_crop_folders(tmp_path):
@@ -280,6 +327,17 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     assert r.returncode == 2 and "not a model directory" in r.stderr
     r = batchmask("calibrate", model, "--images", tmp_path, "--boxes", webcam / "boxes.csv", "--tuning", "3")
     assert r.returncode == 2 and "none of the 3 tuning photos could be read" in r.stderr
+
+    # no operating point within the limit: an error, and model.json is left as it was
+    before = (model / "model.json").read_text()
+    hard = tmp_path / "hard.csv"
+    rows = (webcam / "boxes.csv").read_text().splitlines()
+    hard.write_text("\n".join([rows[0]] + [r.replace(",unmasked", ",masked") if r.startswith("10-photo.jpg,") else r for r in rows[1:]]) + "\n")
+    r = batchmask("calibrate", model, "--images", webcam / "images", "--boxes", hard, "--tuning", "5", "--max-fnr", "0.05")
+    assert r.returncode == 2 and "no crop margin and threshold keeps FNR + 1 SE within 0.05" in r.stderr, r.stderr
+    assert (model / "model.json").read_text() == before
+    r = batchmask("calibrate", model, "--images", webcam / "images", "--boxes", hard, "--tuning", "1")
+    assert r.returncode == 2 and "no unmasked face" in r.stderr, r.stderr
 
 
 def test_commands_without_their_extra_fail_at_once(tmp_path):

@@ -67,6 +67,11 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
     if not tuning_gt:
         name, reason = next(iter(skipped.items()))
         raise CalibrationError(f"none of the {len(names)} tuning photos could be read from {images} (first: {name}: {reason})")
+    counts = compute_metrics(tuning_gt, preds[margins[0]], 0.5)["table"]
+    for label in ("masked", "unmasked"):
+        if not counts[label]["ground_truth"]:
+            raise CalibrationError(f"the {len(tuning_gt)} tuning photos have no {label} face at least 16 px wide: "
+                                   "TNR and FNR cannot both be measured")
     rows, best = [], []
     for m in margins:
         per = []
@@ -78,9 +83,16 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
             per.append({"margin": m, "threshold": t, "tnr": round(r["tnr"], 4), "fnr": round(r["fnr"], 4), "fnr_se": round(se, 4),
                         "incorrect_noncompliant": round(three.get("incorrect_labelled_noncompliant", float("nan")), 4),
                         "incorrect_exact": round(three.get("incorrect_labelled_incorrect", float("nan")), 4)})
-        ok = [r for r in per if r["fnr"] + r["fnr_se"] <= max_fnr] or per
-        best.append(max(ok, key=lambda r: (r["tnr"], r["threshold"])))
+        ok = [r for r in per if r["fnr"] + r["fnr_se"] <= max_fnr]
+        if ok:
+            best.append(max(ok, key=lambda r: (r["tnr"], r["threshold"])))
         rows += per
+    if not best:
+        low = min(rows, key=lambda r: (r["fnr"] + r["fnr_se"], -r["tnr"]))
+        raise CalibrationError(
+            f"no crop margin and threshold keeps FNR + 1 SE within {max_fnr} on the tuning photos (lowest: FNR {low['fnr']:.3f} "
+            f"+ {low['fnr_se']:.3f} at margin {low['margin']:g}, threshold {low['threshold']:.2f}); model.json is unchanged. "
+            "Raise --max-fnr, or use a better model")
     choice = max(best, key=lambda r: (r["tnr"], -r["fnr"], -abs(r["margin"] - CROP_MARGIN)))
 
     meta_path = Path(model) / "model.json"

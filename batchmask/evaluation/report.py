@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import time
 from pathlib import Path
 
@@ -20,29 +21,57 @@ class PredictionsError(Exception):
 
 
 def load_predictions(path: Path) -> dict[str, list[Prediction]]:
-    """batchmask's faces.jsonl (one face a line) or a peer's JSONL (one image a line, `faces` list)."""
+    """batchmask's faces.jsonl (one face a line) or a peer's JSONL (one image a line, `faces` list);
+    a malformed line is rejected naming its number."""
     preds: dict[str, list[Prediction]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
             try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
                 row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not row["image"]:
+                    raise ValueError("needs an 'image' name")
                 if "faces" in row and isinstance(row["faces"], list):
                     faces = preds.setdefault(row["image"], [])
                     for face in row["faces"]:
                         mask = face.get("mask_prob", face.get("mask_score"))
-                        faces.append(Prediction(list(map(float, face["box"])), float(face["det_score"]), _opt(mask), _opt(face.get("incorrect_score"))))
+                        faces.append(_prediction(face["box"], face["det_score"], mask, face.get("incorrect_score")))
                 else:
-                    box = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
-                    preds.setdefault(row["image"], []).append(Prediction(box, float(row["det_score"]), _opt(row.get("mask_score")), _opt(row.get("incorrect_score"))))
-            except (ValueError, KeyError, TypeError) as e:
-                raise PredictionsError(f"{path}:{line_no}: not a prediction line ({type(e).__name__}: {e})") from None
+                    box = [row[k] for k in ("x1", "y1", "x2", "y2")]
+                    preds.setdefault(row["image"], []).append(_prediction(box, row["det_score"], row.get("mask_score"), row.get("incorrect_score")))
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"{type(e).__name__}: {e}"
+                raise PredictionsError(f"{path}:{line_no}: not a prediction line ({reason})") from None
     return preds
 
 
-def _opt(value) -> float | None:
-    return None if value is None else float(value)
+def _finite(value, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return x
+
+
+def _probability(value, name: str) -> float | None:
+    if value is None:
+        return None
+    p = _finite(value, name)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} must be within 0..1, got {value!r}")
+    return p
+
+
+def _prediction(box, det_score, mask, incorrect) -> Prediction:
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        raise ValueError(f"box must be 4 numbers [x1, y1, x2, y2], got {box!r}")
+    b = [_finite(v, "box coordinate") for v in box]
+    if not (b[2] > b[0] and b[3] > b[1]):
+        raise ValueError(f"box must have x2 > x1 and y2 > y1, got {box!r}")
+    return Prediction(b, _finite(det_score, "det_score"), _probability(mask, "mask score"), _probability(incorrect, "incorrect_score"))
 
 
 def _seed_table_md(metrics: dict) -> str:
@@ -113,6 +142,9 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         f"{source}. {metrics['images']} images, {metrics['faces']['all']} annotated faces; mask threshold {metrics['threshold']:.2f}; "
         "matching one-to-one at IoU > 0.5, highest detection score first.",
         "",
+        *([f"Left out: {len(metrics['left_out_images'])} annotated photos that are not in the photo folder: "
+           + ", ".join(metrics["left_out_images"][:10]) + (" …" if len(metrics["left_out_images"]) > 10 else ""), ""]
+          if metrics.get("left_out_images") else []),
         "## Summary",
         "",
         f"| TNR | FNR | recall ≥ {metrics['min_width']:g} px | recall ≥ 32 px | recall, all sizes | precision | AP50 | false detections / image |",
@@ -195,11 +227,15 @@ def render_html(markdown_text: str, out: Path) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>batchmask evaluation</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
 
-def write_report(gt_path: Path, preds: dict[str, list[Prediction]], out: Path, threshold: float, title: str, source: str, min_width: float = 16.0) -> dict:
-    gt = load_ground_truth(gt_path)
+def write_report(gt_path: Path, preds: dict[str, list[Prediction]], out: Path, threshold: float, title: str, source: str,
+                 min_width: float = 16.0, gt: dict | None = None, left_out: list[str] = ()) -> dict:
+    """Score `preds` against the ground truth (`gt`, else loaded from `gt_path`); `left_out`
+    names annotated photos that were not scored (absent from the photo folder)."""
+    gt = load_ground_truth(gt_path) if gt is None else gt
     out.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(gt, preds, threshold, min_width)
     metrics["ground_truth"] = str(gt_path)
+    metrics["left_out_images"] = sorted(left_out)
     metrics["source"] = source
     metrics["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     roc_plot(metrics, out / "roc.png")
