@@ -322,6 +322,13 @@ def report(
     for o in outputs:
         if isinstance(o, Path) and not o.is_dir():
             _fail(f"output folder not found: {o}", EXIT_USAGE)
+    unique: dict = {}
+    for o in outputs:  # each OUTPUT once, however it is spelled
+        unique.setdefault(o.resolve() if isinstance(o, Path) else o, o)
+    outputs = list(unique.values())
+    blocking = next((p for p in Path(out).parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        _fail(f"cannot write {out}: {blocking} is a file, not a folder", EXIT_USAGE)
     try:
         result = write_audit(outputs, out, by, start, end, thumbnails)
     except AuditError as e:
@@ -367,10 +374,11 @@ def job_run(
             for i, step in enumerate(job.steps, start=1):
                 err.print(f"job {job.name}: step {i}/{len(job.steps)} {step.do}")
                 step_code = _job_step(step, quiet)
-                code = max(code, step_code)
-                if step_code not in (0, EXIT_PARTIAL):
+                if step_code not in (0, EXIT_PARTIAL):  # a failed step outranks earlier rejected photos
                     err.print(f"job {job.name}: step {i} ({step.do}) failed with exit code {step_code}; later steps skipped", style="red")
+                    code = step_code
                     break
+                code = max(code, step_code)
     except JobBusyError as e:
         _fail(f"job {job.name}: {e}", EXIT_BUSY)
     except OSError as e:

@@ -181,8 +181,10 @@ def load_job(path: str | os.PathLike) -> Job:
         if not isinstance(steps, list):
             raise JobError(f"{where}: step must be an array of tables ([[step]])")
         for i, table in enumerate(steps, start=1):
+            if not isinstance(table, dict):
+                raise JobError(f"{where}: step {i} must be a table ([[step]] with do = ...), not {table!r}")
             do = table.pop("do", None)
-            if do not in STEP_KEYS:
+            if not isinstance(do, str) or do not in STEP_KEYS:
                 raise JobError(f"{where} [[step]] {i}: do must be one of {', '.join(STEP_KEYS)}, not {do!r}")
             job.steps.append(_step(do, table, f"{where} [[step]] {i} ({do})", base))
     else:

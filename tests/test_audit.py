@@ -47,7 +47,7 @@ def faces_by_label(out):
 def test_report_totals_match_faces_csv(audited, by):
     root, out = audited
     target = root / f"by_{by}.csv"
-    r = batchmask("report", out, "--out", target, "--by", by)
+    r = batchmask("report", out, str(out) + "/", "--out", target, "--by", by)  # the same OUTPUT named twice counts once
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(target)
     assert list(table.columns) == [by, "images", "errors", "faces", "masked", "incorrect", "unmasked", "compliance_rate"]
@@ -104,6 +104,9 @@ def test_report_rejects_bad_arguments(audited, tmp_path):
     assert r.returncode == 2 and "--by must be one of day, folder, camera" in r.stderr
     r = batchmask("report", tmp_path / "nothing", "--out", tmp_path / "r.csv")
     assert r.returncode == 2 and "output folder not found" in r.stderr
+    (tmp_path / "afile").write_text("")
+    r = batchmask("report", out, "--out", tmp_path / "afile" / "r.csv")
+    assert r.returncode == 2 and "afile is a file, not a folder" in r.stderr
     (tmp_path / "empty").mkdir()
     r = batchmask("report", tmp_path / "empty", "--out", tmp_path / "r.csv")
     assert r.returncode == 2 and "is it a batchmask OUTPUT folder" in r.stderr

@@ -32,6 +32,8 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('input = "in"\noutput = \n', "not valid TOML"),
     ('[job]\nname = "x"\n', "nothing to do"),
     ('input = "in"\noutput = "out"\nworkers = 0\n', "workers must be at least 1, not 0"),
+    ('step = [1]\n', "step 1 must be a table"),
+    ('[[step]]\ndo = ["run"]\n', "do must be one of run,"),
 ])
 def test_bad_job_files_name_the_fault(tmp_path, text, message):
     r = batchmask("job", "run", write_job(tmp_path, text))
@@ -57,6 +59,14 @@ def test_job_runs_a_batch_then_its_report_relative_to_the_job_file(tmp_path, pho
     assert faces and {f["label"] for f in faces} <= {"masked", "unmasked"}  # labels = 2
     report = list(csv.DictReader(open(tmp_path / "reports" / "by-folder.csv")))
     assert sum(int(r["faces"]) for r in report) == len(faces)
+
+    # a step that fails outranks the photos rejected before it: cron must see its failure, not 3
+    (tmp_path / "reports" / "blocked").write_text("a file where a folder is needed")
+    job = write_job(jobs, f'input = "{os.path.relpath(photo_tree, jobs)}"\noutput = "../out"\nworkers = 1\n'
+                          '[report]\nout = "../reports/blocked/r.csv"\n', name="failing.toml")
+    r = batchmask("job", "run", job)
+    assert r.returncode == 2 and "step 2 (report) failed with exit code 2" in r.stderr, r.stderr
+    assert "blocked is a file, not a folder" in r.stderr
 
 
 @needs_shared
