@@ -44,6 +44,7 @@ class _Pending:
         self.lock = threading.Lock()
         self.paths: dict[str, float] = {}
         self.rescan = True  # catch up on start
+        self.root_gone = False  # the watched folder itself was deleted or moved away
 
     def touch(self, path: str) -> bool:
         """Note a change; when full, the path is dropped and a rescan will find it (False)."""
@@ -75,11 +76,15 @@ class _Pending:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, pending: _Pending):
+    def __init__(self, pending: _Pending, root: Path):
         self.pending = pending
+        self.root = str(root)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
+            return
+        if event.is_directory and event.event_type in ("deleted", "moved") and os.fsdecode(event.src_path) == self.root:
+            self.pending.root_gone = True
             return
         if event.is_directory:
             if event.event_type in ("created", "moved"):
@@ -92,6 +97,15 @@ class _Handler(FileSystemEventHandler):
         if event.event_type == "moved":
             self.pending.discard(os.fsdecode(event.src_path))
         self.pending.touch(os.fsdecode(path))
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder a path names now (device, inode); None when it is gone."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 class Watcher:
@@ -111,8 +125,9 @@ class Watcher:
     def run(self) -> RunSummary:
         session = RunSession(self.input_dir, self.output_dir, self.options, self.progress)
         observer = PollingObserver(timeout=self.watch.interval) if self.watch.polling else Observer()
-        observer.schedule(_Handler(self.pending), str(self.input_dir), recursive=True)
+        observer.schedule(_Handler(self.pending, self.input_dir), str(self.input_dir), recursive=True)
         with session:
+            identity = _identity(self.input_dir)
             observer.start()
             self.progress("watching", {"input": str(self.input_dir), "polling": self.watch.polling})
             try:
@@ -123,8 +138,12 @@ class Watcher:
                         session.commit()
                     else:
                         self.stop_event.wait(0.2)
-                    if not observer.is_alive():
-                        raise RuntimeError("the filesystem observer stopped (watched folder removed or unreadable?)")
+                    if self.pending.root_gone or _identity(self.input_dir) != identity:
+                        # the observer would go on watching the old, deleted folder and never report again
+                        raise RuntimeError(f"the watched folder {self.input_dir} was removed or replaced; "
+                                           "rows committed so far are safe, start the watch again (it catches up)")
+                    if not observer.is_alive() or not all(e.is_alive() for e in observer.emitters):
+                        raise RuntimeError("the filesystem observer stopped (watched folder unreadable?)")
             finally:
                 observer.stop()
                 observer.join(timeout=5)

@@ -143,6 +143,28 @@ def test_polling_mode_sees_new_files(tmp_path, interval):
     assert w.stop() == 0
 
 
+@pytest.mark.parametrize("polling", [False, True])
+def test_a_removed_watched_folder_stops_the_watch_with_an_error(tmp_path, polling):
+    """A share reconnect or a cleanup script must not leave a live process watching nothing."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    w = WatchProcess(inp, out, "--settle", "0.5", *(["--polling", "--interval", "0.5"] if polling else []))
+    shutil.copy(PHOTOS[0], inp / "first.jpg")
+    wait_for_rows(out, {"first.jpg"})
+    shutil.rmtree(inp)
+    inp.mkdir()
+    if polling:  # polling lists the path again: the new folder is watched; or, if a poll found it gone, the watch stops
+        shutil.copy(PHOTOS[1], inp / "second.jpg")
+        try:
+            wait_for_rows(out, {"second.jpg"}, timeout=30)
+            assert w.stop() == 0
+            return
+        except AssertionError:
+            pass
+    assert w.proc.wait(30) == 1
+    w.wait_for_line("was removed or replaced")
+
+
 def test_watch_refuses_bad_folders(tmp_path):
     from conftest import batchmask
 
