@@ -33,7 +33,8 @@ STATE_DIR = ".batchmask"
 FACE_COLUMNS = ["image", "face", "x1", "y1", "x2", "y2", "det_score", "mask_score", "incorrect_score", "label", "run_id", "detector", "classifier"]
 IMAGE_COLUMNS = ["image", "status", "faces", "masked", "incorrect", "unmasked", "error", "ms", "width", "height", "taken", "camera", "mtime", "run_id"]
 TABLES = ("faces.csv", "faces.jsonl", "images.csv")
-RETRYABLE_ERRORS = ("cannot read", "I/O error")
+# errors that say nothing final about the photo: the next run on the same OUTPUT tries it again
+RETRYABLE_ERRORS = ("cannot read", "I/O error", "timed out after", "worker process crashed")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -190,7 +191,7 @@ class OutputStore:
 
     # -- what is done --------------------------------------------------------------
     def is_current(self, rel: str, signature: list[int]) -> bool:
-        """Already done for this version of the file (read errors are transient: retried)."""
+        """Already done for this version of the file (read errors, time-outs and crashes are transient: retried)."""
         entry = self.entries.get(rel)
         if entry is None or entry.get("signature") != signature:
             return False

@@ -173,6 +173,12 @@ def test_a_photo_over_the_time_limit_becomes_an_error_row(tmp_path):
     assert images["slow.png"]["status"] == "error" and images["slow.png"]["error"].startswith("timed out after 0.25 s")
     assert images["quick.jpg"]["status"] == "ok"
 
+    # a time-out says nothing final about the photo: the next run with a longer limit retries it alone
+    r = batchmask("run", src, out, "-q", "--no-annotate", "--timeout", "120", "--workers", "1")
+    assert r.returncode == 0 and "1 processed" in r.stderr, r.stderr
+    images = {i["image"]: i for i in rows(out / "images.csv")}
+    assert images["slow.png"]["status"] == "ok" and len(images) == 2
+
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path):
     src = tmp_path / "in"
