@@ -57,11 +57,17 @@ def input_file(root: str | os.PathLike, path: str | os.PathLike) -> InputFile | 
     return InputFile(str(path), rel, st.st_size, st.st_mtime_ns)
 
 
+def is_output_folder(path: Path) -> bool:
+    """A batchmask OUTPUT (it has a ledger): its annotated copies are not new photos."""
+    return (path / ".batchmask" / "ledger.jsonl").is_file()
+
+
 def scan(root: str | os.PathLike, exclude: list[str | os.PathLike] = ()) -> Iterator[InputFile]:
     """Photos below `root` (extension in any case), in a stable order.
 
     Directory symlinks are not followed (no loops); file symlinks are. Hidden
-    and temporary names (`is_ignored_name`) are skipped. Entries
+    and temporary names (`is_ignored_name`) and batchmask OUTPUT folders below
+    `root` (an earlier run's, say) are skipped. Entries
     with an image name that are not regular files (dangling links, FIFOs,
     sockets) are yielded with `problem` set and are never opened.
     """
@@ -76,7 +82,7 @@ def scan(root: str | os.PathLike, exclude: list[str | os.PathLike] = ()) -> Iter
             rel = Path(e.filename).relative_to(root).as_posix() if e.filename else "."
             yield InputFile(str(e.filename), rel + "/", 0, 0, f"cannot read folder: {e.strerror}")
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in skip and not is_ignored_name(d))
+        dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in skip and not is_ignored_name(d) and not is_output_folder(here / d))
         for name in sorted(filenames):
             if not is_image_name(name) or is_ignored_name(name):
                 continue

@@ -158,6 +158,12 @@ def test_output_inside_input_is_not_scanned(photo_tree):
     assert "0 processed" in r.stderr
     assert not any(i["image"].startswith("results/") for i in rows(out / "images.csv"))
 
+    # an earlier OUTPUT left inside INPUT is not read as photos by a run into another OUTPUT
+    elsewhere = photo_tree.parent / "elsewhere"
+    batchmask("run", photo_tree, elsewhere, "-q")
+    assert not any(i["image"].startswith("results/") for i in rows(elsewhere / "images.csv"))
+    assert {i["image"] for i in rows(elsewhere / "images.csv")} == {i["image"] for i in rows(out / "images.csv")}
+
 
 def test_a_photo_over_the_time_limit_becomes_an_error_row(tmp_path):
     from PIL import Image
