@@ -698,7 +698,7 @@ def data_build(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Crop faces from raw photos (artificially masking a share of the unmasked ones) into train/val/test sets."""
-    from .datasets.build import BuildSource, build_dataset
+    from .datasets.build import BuildSource, DatasetError, build_dataset
     from .engine import EngineError
 
     for folder in [*unmasked, *masked]:
@@ -721,8 +721,15 @@ def data_build(
         try:
             summary = build_dataset(sources, out, limit=limit, seed=seed, mask_share=mask_share, incorrect_share=incorrect_share,
                                     workers=workers, progress=on_event, engine=_engine(engine), scheduler=scheduler)
+        except DatasetError as e:
+            _fail(str(e), EXIT_USAGE)
         except EngineError as e:
             _fail(str(e))
+    skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(summary["skipped"].items()))
+    if not summary["crops"]:
+        _fail(f"no face crops from {summary['inputs']} files ({skipped})")
+    if skipped:
+        err.print(f"files without a crop (listed in {out / 'summary.json'}): {skipped}", style="yellow")
     err.print(f"{summary['crops']} crops from {summary['inputs']} files -> {out} {summary['by_split']}")
 
 

@@ -55,6 +55,8 @@ def _list_split(data: Path) -> dict[str, list[tuple[Path, int]]]:
         for p, lab in files(data / name, label):
             s = assign_split(p.relative_to(data).as_posix(), fractions=(0.85, 0.15, 0.0))
             splits[s].append((p, lab))
+    if not splits["val"]:
+        raise TrainingError(f"{data}: too few crops for a validation split (15 % of them, by file name, are held out for early stopping)")
     return splits
 
 
@@ -238,6 +240,9 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     x_va, y_va = _load(splits["val"], stored)
     x_te, y_te = _load(splits["test"], stored) if splits["test"] else (None, None)
     log(f"loaded {len(x_tr)} train / {len(x_va)} val crops in {time.time() - t0:.0f}s")
+    for name, x, items in (("training", x_tr, splits["train"]), ("validation", x_va, splits["val"])):
+        if not len(x):
+            raise TrainingError(f"none of the {len(items)} {name} crops could be read (first: {items[0][0]})")
 
     # balanced: each class present weighs the same in the loss, whatever its crop count
     counts = np.bincount(y_tr, minlength=len(CLASSES))

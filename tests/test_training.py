@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from batchmask.classifier import MaskClassifier
-from conftest import SHARED_DATA, astronaut, batchmask, needs_shared
+from conftest import SAMPLES, SHARED_DATA, astronaut, batchmask, needs_shared
 
 pytestmark = [needs_shared, pytest.mark.shared]
 
@@ -38,6 +39,15 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     )
     assert again.returncode == 0
     assert (tmp_path / "data2" / "metadata.csv").read_text() == (data / "metadata.csv").read_text()
+    # a smaller build into the same folder leaves only its own crops there (train reads the folders)
+    again = batchmask(
+        "data", "build", "--unmasked", SHARED_DATA / "unmasked_faces", "--masked", SHARED_DATA / "masked_faces_real",
+        "--out", tmp_path / "data2", "--limit", "5", "-q",
+    )
+    assert again.returncode == 0, again.stderr
+    listed = {r["crop"] for r in csv.DictReader(open(tmp_path / "data2" / "metadata.csv"))}
+    on_disk = {p.relative_to(tmp_path / "data2").as_posix() for p in (tmp_path / "data2").rglob("*.jpg")}
+    assert listed == on_disk and len(listed) <= 10
 
     model = tmp_path / "model"
     r = batchmask("train", data, "--out", model, "--epochs", "1", "--batch-size", "32", timeout=600)
@@ -108,7 +118,35 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     assert r.returncode == 2 and "backbone file not found" in r.stderr
 
 
+def test_data_build_refuses_inputs_without_photos(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.jpg").write_bytes(b"not a photo")
+    r = batchmask("data", "build", "--unmasked", tmp_path / "empty", "--masked", tmp_path / "empty", "--out", tmp_path / "d", "-q")
+    assert r.returncode == 2 and "no photos in" in r.stderr, r.stderr
+    r = batchmask("data", "build", "--unmasked", tmp_path / "junk", "--masked", tmp_path / "empty", "--out", tmp_path / "d", "-q", "-w", "1")
+    assert r.returncode == 1 and "no face crops from 1 files (not a recognised image format: 1)" in r.stderr, r.stderr
+
+
 def test_train_rejects_a_folder_without_classes(tmp_path):
     pytest.importorskip("tensorflow", reason="training needs the 'train' extra")
     r = batchmask("train", tmp_path, "--out", tmp_path / "m")
     assert r.returncode == 2 and "neither train/ and val/ nor masked/ and unmasked/" in r.stderr
+
+    from batchmask.datasets.splits import assign_split
+
+    flat = tmp_path / "flat"
+    for name in ("masked", "unmasked"):  # one crop each, both on the training side: nothing to validate on
+        (flat / name).mkdir(parents=True)
+        first = next(f"{i}.jpg" for i in range(100) if assign_split(f"{name}/{i}.jpg", fractions=(0.85, 0.15, 0.0)) == "train")
+        shutil.copy(SAMPLES / "astronaut.jpg", flat / name / first)
+    r = batchmask("train", flat, "--out", tmp_path / "m")
+    assert r.returncode == 2 and "too few crops for a validation split" in r.stderr, r.stderr[-2000:]
+
+    junk = tmp_path / "junk"
+    for name in ("masked", "unmasked"):
+        (junk / name).mkdir(parents=True)
+        for i in range(20):
+            (junk / name / f"{i}.jpg").write_bytes(b"not a photo")
+    r = batchmask("train", junk, "--out", tmp_path / "m")
+    assert r.returncode == 2 and "none of the" in r.stderr and "training crops could be read" in r.stderr, r.stderr[-2000:]

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..detector import DetectorConfig
 from ..engine import make_engine
 from ..models import default_detector_path
+from ..images import is_image_name
 from ..sources import scan
 from ..storage import atomic_write_text
 from ..worker import WorkerConfig
@@ -46,6 +47,21 @@ def mask_plan(key: str, seed: int, share: float, incorrect_share: float) -> dict
         return None
     wear = "correct" if rng.random() >= incorrect_share else rng.choices(list(INCORRECT_WEIGHTS), weights=list(INCORRECT_WEIGHTS.values()))[0]
     return {"style": rng.choice(STYLES), "wear": wear, "seed": rng.randrange(2**31)}
+
+
+class DatasetError(Exception):
+    pass
+
+
+def _remove_stale_crops(out: Path, keep: set[str]) -> None:
+    """Crops of an earlier build into the same OUT that this build did not make (another
+    --limit, --seed or input): left there, `train` would read them."""
+    for split in ("train", "val", "test"):
+        for dirpath, _dirs, files in os.walk(out / split):
+            for name in files:
+                path = Path(dirpath) / name
+                if is_image_name(name) and path.relative_to(out).as_posix() not in keep:
+                    path.unlink()
 
 
 def build_dataset(
@@ -83,6 +99,8 @@ def build_dataset(
                 "split": split, "label": label, "source": tag, "source_file": f.rel,
                 "artificial": plan is not None, "mask_style": plan["style"] if plan else "", "wear": plan["wear"] if plan else "",
             }
+    if not tasks:
+        raise DatasetError(f"no photos in {', '.join(str(s.folder) for s in sources)}")
     config = WorkerConfig(
         detector_path=str(default_detector_path()),
         detector=DetectorConfig(scales=(640,), score_threshold=0.3, min_face=8.0, small_face_score=0.3),
@@ -114,6 +132,7 @@ def build_dataset(
         w.writeheader()
         w.writerows(rows)
     (out / "metadata.csv.tmp").replace(out / "metadata.csv")
+    _remove_stale_crops(out, {r["crop"] for r in rows})
     counts = Counter((r["split"], r["label"]) for r in rows)
     summary = {
         "inputs": len(tasks),
