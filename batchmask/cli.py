@@ -736,9 +736,13 @@ def data_build(
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a command
         err.print("interrupted")
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # Typer turns Ctrl-C (and SIGTERM, see _sigterm_as_interrupt) into a silent exit 130
+            err.print("interrupted: rows committed so far are kept; the same command resumes")
+        raise
 
 
 if __name__ == "__main__":

@@ -139,6 +139,16 @@ def test_repeated_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    # SIGTERM (systemd, docker stop) ends the run with a line a cron log shows, exit 130
+    term = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "batchmask", "run", str(src), str(term), "-q", "--no-annotate", "-w", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (term / ".batchmask" / "ledger.jsonl").exists() and time.monotonic() < deadline:  # rows commit within a second
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130
+    assert "interrupted: rows committed so far are kept" in proc.stderr.read()
     r = batchmask("run", src, out, "-q", "--no-annotate")
     assert r.returncode == 0, r.stderr
 
