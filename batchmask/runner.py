@@ -188,7 +188,11 @@ class RunSession:
                 self.store.commit()
                 self._write_run_json()
         finally:
-            self.store.close()
+            try:
+                self.store.close()
+            except (OSError, OutputError):
+                if exc_type is None:
+                    raise  # otherwise the error that ended the run is the one to report
         if self.remote:
             self.remote.push(force=True)
 

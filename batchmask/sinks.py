@@ -170,18 +170,27 @@ class OutputStore:
         self._ledger = open(self.ledger_path, "ab")
 
     def close(self) -> None:
-        if not self._failed:
-            self.commit()
-        for f in self._files.values():
-            f.close()
+        """Commit what is pending, close the files, release the lock: always all of it, so a
+        full disk (buffered rows that cannot be flushed) still frees OUTPUT; then the first error."""
+        errors = []
+        try:
+            if not self._failed:
+                self.commit()
+        except (OSError, OutputError) as e:
+            errors.append(e)
+        for f in [*self._files.values(), *([self._ledger] if self._ledger else [])]:
+            try:
+                f.close()
+            except OSError as e:  # rows beyond the committed lengths are cut off by the next open
+                errors.append(e)
         self._files.clear()
-        if self._ledger:
-            self._ledger.close()
-            self._ledger = None
+        self._ledger = None
         if self._lock is not None:
             (self.state / "lock.info").unlink(missing_ok=True)
             self._lock.release()
             self._lock = None
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> "OutputStore":
         return self.open()
