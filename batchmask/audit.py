@@ -14,6 +14,7 @@ import datetime as dt
 import html
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,27 @@ def _read(out, name: str) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
+def _committed_lengths(out) -> dict | None:
+    """Byte lengths of the tables as of OUTPUT's last committed photo (the ledger's last
+    complete line): rows past them are being written, or were cut short by a kill."""
+    if is_url(out):
+        data = _read(out, ".batchmask/ledger.jsonl")
+    else:
+        path = Path(out) / ".batchmask" / "ledger.jsonl"
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - (4 << 20)))
+                data = f.read()
+        except OSError:
+            return None
+    for line in reversed((data or b"").split(b"\n")[:-1]):  # the part after the last newline is unfinished
+        try:
+            return json.loads(line)["lengths"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
 def _locate(root, rel: str) -> str | None:
     """root/rel for a folder (when the file is there) or a URL (read errors are handled by the caller)."""
     if is_url(root):
@@ -63,10 +85,13 @@ def load_tables(outputs: list):
 
     images, faces = [], []
     for out in outputs:
+        lengths = _committed_lengths(out) or {}
         tables = {name: _read(out, name) for name in ("images.csv", "faces.csv")}
         for name, data in tables.items():
             if data is None:
                 raise AuditError(f"{out} has no {name}: is it a batchmask OUTPUT folder?")
+            if name in lengths:
+                tables[name] = data[: lengths[name]]
         img = pd.read_csv(io.BytesIO(tables["images.csv"]), dtype=str, keep_default_na=False)
         fac = pd.read_csv(io.BytesIO(tables["faces.csv"]), dtype=str, keep_default_na=False)
         for df in (img, fac):

@@ -96,6 +96,21 @@ def test_formula_names_are_neutralised_in_every_csv(audited):
     assert '"image": "=HYPERLINK' in jsonl  # JSONL keeps raw values
 
 
+def test_report_counts_only_committed_rows(audited, tmp_path):
+    """A report taken while a run or watch appends rows (or after a kill mid-write) ignores rows past the ledger."""
+    root, out = audited
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    with open(copy / "images.csv", "a") as f:
+        f.write("half.jpg,ok,1,1,0,0,,12.0,640,480,,,2026-11-20T08:30:00,run\n")
+    with open(copy / "faces.csv", "a") as f:
+        f.write("half.jpg,0,1,2,3")
+    r = batchmask("report", copy, "--out", tmp_path / "r.csv")
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert table["images"].sum() == 6 and table["faces"].sum() == faces_by_label(out)[1]
+
+
 def test_report_rejects_bad_arguments(audited, tmp_path):
     root, out = audited
     r = batchmask("report", out, "--out", tmp_path / "r.csv", "--since", "last week")
