@@ -184,7 +184,8 @@ class RetinaFace:
         boxes = np.stack([cx - w * sx / 2, cy - h * sy / 2, cx + w * sx / 2, cy + h * sy / 2], 1)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-        return Faces(boxes, faces.det_scores, faces.landmarks, faces.mask_scores, faces.incorrect_scores)
+        order = np.lexsort((boxes[:, 0], boxes[:, 1]))  # the `face` index: by top edge, then left edge, as reported
+        return Faces(boxes, faces.det_scores, faces.landmarks, faces.mask_scores, faces.incorrect_scores)[order]
 
     def _detect_once(self, rgb: np.ndarray, factor: float, threshold: float) -> Faces:
         h, w = rgb.shape[:2]

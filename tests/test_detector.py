@@ -119,6 +119,16 @@ def test_reported_boxes_follow_the_annotation_convention():
     assert (s1 + s2) / 2 > (y1 + y2) / 2  # centred lower (forehead to chin)
 
 
+def test_reported_faces_are_ordered_by_their_reported_top_then_left_edge():
+    from batchmask.faces import Faces
+
+    # a large face whose raw box starts highest but whose reported box starts below a small face's
+    raw = Faces([[10, 0, 210, 200], [300, 20, 330, 50], [250, 20, 280, 50]], [0.9, 0.8, 0.7], np.zeros((3, 5, 2)))
+    rep = detector().reported(raw, 400, 400)
+    assert list(rep.det_scores) == [0.7, 0.8, 0.9]
+    assert np.all(np.diff(rep.boxes[:, 1]) >= 0)
+
+
 def test_small_faces_need_a_higher_score_than_large_ones():
     img = astronaut()
     small = np.asarray(Image.fromarray(img).resize((128, 128)))
