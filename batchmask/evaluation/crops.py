@@ -168,6 +168,6 @@ def render_crops_markdown(m: dict, title: str) -> str:
         "",
         "## Threshold sweep",
         "",
-        *sweep_md(m["threshold_sweep"]),
+        *sweep_md(m["threshold_sweep"], m["threshold"]),
         "",
     ])

@@ -99,9 +99,9 @@ def confusion_md(t: dict) -> list[str]:
     return rows
 
 
-def sweep_md(sweep: list[dict]) -> list[str]:
-    """The threshold sweep as a table, every other threshold."""
-    shown = sweep[::2]
+def sweep_md(sweep: list[dict], used: float | None = None) -> list[str]:
+    """The threshold sweep as a table: 0.10, 0.20, ... and the threshold `used`."""
+    shown = [s for s in sweep if round(s["threshold"] * 100) % 10 == 0 or (used is not None and abs(s["threshold"] - used) < 1e-6)]
     return [
         "| threshold | " + " | ".join(f"{s['threshold']:.2f}" for s in shown) + " |",
         "|---|" + "---:|" * len(shown),
@@ -181,7 +181,7 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         "",
         "## Threshold sweep",
         "",
-        *sweep_md(metrics["threshold_sweep"]),
+        *sweep_md(metrics["threshold_sweep"], metrics["threshold"]),
         "",
         "![threshold sweep](threshold_sweep.png)",
         "",
