@@ -7,7 +7,9 @@ factory so the same loop drives the local pool or Dask.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import posixpath
 import platform
 import shutil
 import sys
@@ -211,11 +213,37 @@ class RunSession:
 
     def select(self, inputs: list[InputFile]) -> list[InputFile]:
         """The inputs that need processing (new, changed, --force); their old rows are dropped."""
+        if self.archive_dir is not None:
+            names = {f.rel for f in inputs}
+            inputs = [self._archive_alias(f, names) for f in inputs]
         if self.options.force:
             self.store.forget({f.rel for f in inputs})
         todo = [f for f in inputs if not self.store.is_current(f.rel, f.signature)]
         self.store.forget({f.rel for f in todo})
         return todo
+
+    def _archive_alias(self, f: InputFile, names: set[str]) -> InputFile:
+        """With --archive, a file under the name of a photo already moved to the archive is
+        another photo (a camera reusing names), not a new version: it gets the next free name,
+        `a (1).jpg`, for its rows, annotated copy and place in the archive, so the first
+        photo's rows stay."""
+        entry = self.store.entries.get(f.rel)
+        if entry is None or entry.get("signature") == f.signature or (f.rel, tuple(entry.get("signature") or ())) not in self.store.archived:
+            return f
+        stem, suffix = posixpath.splitext(f.rel)
+        n = 1
+        while True:
+            key = f"{stem} ({n}){suffix}"
+            other = self.store.entries.get(key)
+            if other is not None and other.get("signature") == f.signature:
+                break  # this photo, done in an earlier run under that name
+            if other is None and key not in names and not safe_join(self.archive_dir, key).exists():
+                names.add(key)
+                break
+            n += 1
+        self.current.discard(f.rel)
+        self.current.add(key)
+        return dataclasses.replace(f, rel=key)
 
     def process(self, todo: list[InputFile], batch_size: int | None = None) -> None:
         for f in todo:
@@ -269,6 +297,7 @@ class RunSession:
                 if os.stat(inp.path).st_mtime_ns != inp.mtime_ns:
                     continue  # changed since it was read: the new version will be processed
                 target = archive_file(inp.path, self.archive_dir, inp.rel)
+                self.store.note_archived(inp.rel, inp.signature)
                 self.progress("archived", {"image": row["image"], "to": str(target)})
             except (OSError, UnsafePathError) as e:
                 self._archive_errors.append(row["image"])

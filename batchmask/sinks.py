@@ -93,7 +93,9 @@ class OutputStore:
         self.on_commit = on_commit  # called with the entries of each commit once they are durable
         self.state = self.root / STATE_DIR
         self.ledger_path = self.state / "ledger.jsonl"
+        self.archived_path = self.state / "archived.jsonl"
         self.entries: dict[str, dict] = {}
+        self.archived: set[tuple[str, tuple]] = set()  # (image, signature) of inputs moved to the archive
         self._lock: FileLock | None = None
         self._files: dict[str, io.BufferedWriter] = {}
         self._ledger = None
@@ -111,6 +113,7 @@ class OutputStore:
         if self.before_load is not None:
             self.before_load()
         self._load_ledger()
+        self._load_archived()
         self._repair_tables()
         self._open_for_append()
         return self
@@ -144,6 +147,26 @@ class OutputStore:
                 good += len(line)
         if good != self.ledger_path.stat().st_size:
             os.truncate(self.ledger_path, good)
+
+    def _load_archived(self) -> None:
+        self.archived = set()
+        try:
+            lines = self.archived_path.read_bytes().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            try:
+                item = json.loads(line)
+                self.archived.add((item["image"], tuple(item["signature"])))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill: that photo is just not known as archived
+
+    def note_archived(self, image: str, signature: list[int]) -> None:
+        """Remember that this version of `image` left INPUT for the archive (so a later file
+        under the same name is another photo, not a new version of this one)."""
+        with open(self.archived_path, "ab") as f:
+            f.write(json.dumps({"image": image, "signature": list(signature)}, ensure_ascii=True).encode() + b"\n")
+        self.archived.add((image, tuple(signature)))
 
     def _repair_tables(self) -> None:
         for table in ("faces.csv", "images.csv"):  # written by an older version: same rows, new columns

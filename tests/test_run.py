@@ -262,3 +262,28 @@ def test_three_labels_by_default_and_two_on_request(tmp_path):
     by_image = {f["image"]: f for f in rows(two / "faces.csv")}
     assert by_image["under_nose.jpg"]["label"] == "unmasked" and by_image["surgical.jpg"]["label"] == "masked"
     assert by_image["under_nose.jpg"]["incorrect_score"] == f["incorrect_score"]
+
+
+def test_archive_moves_inputs_and_a_reused_name_keeps_both_photos(tmp_path):
+    """Cameras reuse file names: with --archive, a new photo under an archived photo's name is another photo."""
+    src, out, archive = tmp_path / "in", tmp_path / "out", tmp_path / "archive"
+    (src / "cam1").mkdir(parents=True)
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "cam1" / "snap.jpg")
+    (src / "cam1" / "bad.jpg").write_bytes(b"not a photo")
+    r = batchmask("run", src, out, "-q", "-w", "1", "--archive", archive)
+    assert r.returncode == EXIT_PARTIAL, r.stderr
+    assert (archive / "cam1" / "snap.jpg").is_file() and not (src / "cam1" / "snap.jpg").exists()
+    assert (archive / "cam1" / "bad.jpg").is_file()  # a final error: the file is moved too
+
+    shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", src / "cam1" / "snap.jpg")  # another photo, same name
+    r = batchmask("run", src, out, "-q", "-w", "1", "--archive", archive)
+    assert r.returncode == 0 and "1 processed" in r.stderr, r.stderr
+    images = {i["image"]: i for i in rows(out / "images.csv")}
+    assert set(images) == {"cam1/snap.jpg", "cam1/snap (1).jpg", "cam1/bad.jpg"}
+    labels = {f["image"]: f["label"] for f in rows(out / "faces.csv")}
+    assert labels == {"cam1/snap.jpg": "unmasked", "cam1/snap (1).jpg": "masked"}
+    assert (archive / "cam1" / "snap (1).jpg").is_file() and (out / "annotated" / "cam1" / "snap (1).jpg").is_file()
+    assert (out / "annotated" / "cam1" / "snap.jpg").is_file()
+
+    r = batchmask("run", src, out, "-q", "-w", "1", "--archive", archive)
+    assert r.returncode == 0 and "0 processed" in r.stderr, r.stderr

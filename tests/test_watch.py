@@ -122,15 +122,15 @@ def test_changed_photo_is_redone_and_archive_moves_inputs(tmp_path):
     while (inp / "a.jpg").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not (inp / "a.jpg").exists() and (archive / "a.jpg").read_bytes() == PHOTOS[0].read_bytes()
-    # the same name arriving again with other content replaces its rows; the archive keeps both files
+    # the same name arriving again is another photo: its rows, like its archived file, go under a free name
     shutil.copy(PHOTOS[1], inp / "a.jpg")
     deadline = time.monotonic() + 30
     while not (archive / "a (1).jpg").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (archive / "a (1).jpg").read_bytes() == PHOTOS[1].read_bytes()
     assert w.stop() == 0
-    got = rows(out)
-    assert len(got) == 1 and got[0]["faces"] == "0"  # the cat photo replaced the astronaut's row
+    got = {r["image"]: r["faces"] for r in rows(out)}
+    assert got == {"a.jpg": "1", "a (1).jpg": "0"}  # the astronaut's row is kept beside the cat's
 
 
 @pytest.mark.parametrize("interval", [0.5])
