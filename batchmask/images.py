@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # never EPS, PSD, ... (JPEG includes MPO)
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"})
+PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "BMP", "TIFF", "GIF")  # never EPS, PSD, ... (JPEG includes MPO)
+# phone photos with no decoder here: they get an error row that says so, rather than being passed over
+UNSUPPORTED = {".heic": "HEIC", ".heif": "HEIF"}
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_FILE_BYTES = 1 << 30  # photos read whole from a URL: refuse anything larger
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
@@ -54,6 +56,9 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, target_side: int
     """Decode `path` (a file, or an fsspec URL); JPEGs larger than `target_side` are decoded
     at a reduced size via DCT scaling."""
     source = path
+    unsupported = UNSUPPORTED.get(os.path.splitext(path)[1].lower())
+    if unsupported:
+        raise ImageError(f"{unsupported} photos are not supported: convert them to JPEG")
     if "://" in path:
         from .remote import RemoteError, read_bytes
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -49,12 +50,20 @@ def input_file(root: str | os.PathLike, path: str | os.PathLike) -> InputFile | 
     except FileNotFoundError:
         return InputFile(str(path), rel, 0, 0, "broken symbolic link") if path.is_symlink() else None
     except OSError as e:
-        return InputFile(str(path), rel, 0, 0, f"cannot stat: {e.strerror}")
+        return InputFile(str(path), rel, 0, 0, _stat_problem(path, e))
     if stat.S_ISDIR(st.st_mode):
         return None
     if not stat.S_ISREG(st.st_mode):
         return InputFile(str(path), rel, 0, 0, "not a regular file (FIFO, socket or device)")
     return InputFile(str(path), rel, st.st_size, st.st_mtime_ns)
+
+
+def _stat_problem(path: Path, e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if path.is_symlink() and isinstance(e, FileNotFoundError):
+        return "broken symbolic link"
+    return f"cannot stat: {e.strerror}"
 
 
 def is_output_folder(path: Path) -> bool:
@@ -91,7 +100,7 @@ def scan(root: str | os.PathLike, exclude: list[str | os.PathLike] = ()) -> Iter
             try:
                 st = os.stat(path)
             except OSError as e:
-                yield InputFile(str(path), rel, 0, 0, "broken symbolic link" if path.is_symlink() else f"cannot stat: {e.strerror}")
+                yield InputFile(str(path), rel, 0, 0, _stat_problem(path, e))
                 continue
             if not stat.S_ISREG(st.st_mode):
                 yield InputFile(str(path), rel, 0, 0, "not a regular file (FIFO, socket or device)")

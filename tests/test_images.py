@@ -116,3 +116,13 @@ def test_exif_dates_that_are_not_dates_count_as_missing():
     assert _exif_datetime("0000:00:00 00:00:00") == ""  # a camera whose clock was never set
     assert _exif_datetime("2024:13:45 08:30:00") == ""
     assert _exif_datetime("    :  :     :  :  ") == ""
+
+
+def test_avif_decodes_and_heic_says_it_is_not_supported(tmp_path):
+    shown = np.ascontiguousarray(astronaut()[:, :360])
+    Image.fromarray(shown).save(tmp_path / "a.avif", quality=90)
+    img = load_image(str(tmp_path / "a.avif"))
+    assert (img.width, img.height) == (360, 512) and np.abs(img.pixels.astype(int) - shown.astype(int)).mean() < 8
+    (tmp_path / "p.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(ImageError, match="HEIC photos are not supported: convert them to JPEG"):
+        load_image(str(tmp_path / "p.heic"))
