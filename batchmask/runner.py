@@ -141,6 +141,7 @@ class RunSession:
     def __init__(self, input_dir, output_dir, options: RunOptions | None = None, progress=None, engine_factory=None):
         self.options = options or RunOptions()
         self.progress = progress or (lambda event, data: None)
+        self.watching = False  # a watch stops with exit 0 whatever rows are errors; run.json says so
         self.engine_factory = engine_factory or (lambda cfg, workers: make_engine(cfg, workers, self.options.engine, self.options.scheduler))
         # INPUT and OUTPUT may be fsspec URLs: OUTPUT is then staged locally (remote.RemoteOutput)
         self.input_dir = str(input_dir) if is_url(input_dir) else Path(input_dir).resolve()
@@ -348,7 +349,7 @@ class RunSession:
                 "seconds": round(summary.seconds, 3),
                 "images_per_second": round(summary.processed / summary.seconds, 2) if summary.seconds else None,
             },
-            "exit_code": summary.exit_code,
+            "exit_code": 0 if self.watching else summary.exit_code,
         })
 
 

@@ -124,6 +124,7 @@ class Watcher:
 
     def run(self) -> RunSummary:
         session = RunSession(self.input_dir, self.output_dir, self.options, self.progress)
+        session.watching = True
         observer = PollingObserver(timeout=self.watch.interval) if self.watch.polling else Observer()
         observer.schedule(_Handler(self.pending, self.input_dir), str(self.input_dir), recursive=True)
         with session:
@@ -156,6 +157,7 @@ class Watcher:
             for f in found:
                 if not session.store.is_current(f.rel, f.signature) and not self.pending.touch(f.path):
                     break  # full: the rest is found by the next rescan
+            session.summary.scanned = max(session.summary.scanned, len(found))
             self.progress("scanned", {"files": len(found)})
         now = time.monotonic()
         # OUTPUT and the archive are skipped only where they lie inside INPUT (as `scan` does)

@@ -1,6 +1,7 @@
 """`batchmask watch` as a real process, fed by real file copies, slow writes, renames and signals."""
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -98,6 +99,8 @@ def test_catch_up_copies_slow_writes_renames_restart_and_sigterm(tmp_path):
     assert sorted(names) == ["before.jpg", "cam1/copied.jpg", "renamed.jpg", "slow.jpg"]  # each once, nothing hidden or partial
     ok_lines = [line for line in w.lines if line.startswith("ok ")]
     assert len(ok_lines) == 4 and all("faces=" in line for line in ok_lines)
+    run = json.loads((out / "run.json").read_text())
+    assert run["exit_code"] == 0 and run["counts"]["this_run"]["scanned"] == 1 and run["counts"]["this_run"]["processed"] == 4
 
     # photos that land while it is down are picked up by the next start; nothing is redone
     shutil.copy(PHOTOS[1], inp / "while_down.jpg")
