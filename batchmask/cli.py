@@ -78,6 +78,8 @@ def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bo
                 bar.update(task, total=data["total"])
                 if data["skipped"] and not quiet:
                     err.print(f"{data['scanned']} photos found, {data['skipped']} already in {output} (unchanged), {data['total']} to process")
+            elif event == "warning":
+                err.print(f"warning: {data['message']}", style="yellow")
             elif event == "image":
                 state["done"] += 1
                 state["faces"] += data["faces"]
@@ -257,6 +259,8 @@ def watch(
             pass
         elif event == "archive_error":
             log(f"warning: could not archive {_one_line(d['image'])}: {d['error']}", "yellow")
+        elif event == "warning":
+            log(f"warning: {d['message']}", "yellow")
         elif event == "watching":
             log(f"watching {d['input']} ({'polling' if d['polling'] else 'filesystem events'}); Ctrl-C or SIGTERM stops")
         elif event == "scanned":

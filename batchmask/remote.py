@@ -22,7 +22,7 @@ from pathlib import Path
 from .images import is_image_name
 from .sources import InputFile, is_ignored_name
 
-SYNCED = ("faces.csv", "faces.jsonl", "images.csv", "run.json", ".batchmask/ledger.jsonl")
+SYNCED = ("faces.csv", "faces.jsonl", "images.csv", "run.json", "runs.jsonl", ".batchmask/archived.jsonl", ".batchmask/ledger.jsonl")  # ledger last
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -142,7 +142,7 @@ class RemoteOutput:
         if not force and time.monotonic() - self._last < self.min_interval:
             return
         self._last = time.monotonic()
-        for name in ("faces.csv", "faces.jsonl", "images.csv", "run.json", ".batchmask/ledger.jsonl"):
+        for name in SYNCED:
             path = self.local / name
             if path.exists():
                 try:

@@ -8,6 +8,7 @@ factory so the same loop drives the local pool or Dask.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import posixpath
 import platform
@@ -181,7 +182,26 @@ class RunSession:
     def __enter__(self) -> "RunSession":
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.store = OutputStore(self.output_dir, on_commit=self._committed, before_load=self.remote.pull if self.remote else None).open()
+        changed = self.changed_settings()
+        if changed and self.store.entries and not self.options.force:
+            self.progress("warning", {"message": f"OUTPUT's earlier rows were labelled with other settings ({'; '.join(changed)}): "
+                                                 "they keep their labels (runs.jsonl says which run used what); --force relabels every photo"})
         return self
+
+    @property
+    def threshold(self) -> float:
+        return self.options.threshold if self.options.threshold is not None else self.classifier_meta.get("threshold", 0.5)
+
+    def changed_settings(self) -> list[str]:
+        """How this run's labelling differs from the last run's on OUTPUT (its run.json)."""
+        try:
+            last = json.loads((self.store.root / "run.json").read_text())
+            before = (last["config"]["threshold"], last["config"]["labels"], last["models"]["classifier"]["sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        now = (self.threshold, self.options.labels, self.classifier_meta["sha256"])
+        names = ("threshold {} → {}", "labels {} → {}", "classifier {:.12} → {:.12}")
+        return [name.format(b, n) for name, b, n in zip(names, before, now) if b != n]
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -319,7 +339,7 @@ class RunSession:
                 "workers": getattr(self.engine, "workers", options.workers),
                 "engine": "dask" if options.scheduler else options.engine,
                 "scheduler": options.scheduler,
-                "threshold": options.threshold if options.threshold is not None else self.classifier_meta.get("threshold", 0.5),
+                "threshold": self.threshold,
                 "labels": options.labels,
                 "annotate": options.annotate,
                 "archive": str(self.archive_dir) if self.archive_dir else None,

@@ -105,7 +105,7 @@ class OutputStore:
 
     # -- opening, locking, recovery ------------------------------------------------
     def open(self) -> "OutputStore":
-        for path in (self.state, self.root / "annotated", self.root / "run.json", *(self.root / t for t in TABLES)):
+        for path in (self.state, self.root / "annotated", self.root / "run.json", self.root / "runs.jsonl", *(self.root / t for t in TABLES)):
             if path.is_symlink():
                 raise OutputError(f"{path} is a symbolic link; batchmask only writes real files inside OUTPUT")
         self.state.mkdir(parents=True, exist_ok=True)
@@ -302,5 +302,10 @@ class OutputStore:
             self.on_commit(committed)
 
     def write_run_json(self, data: dict) -> None:
+        """run.json (the last run) and one line of runs.jsonl (every run: what settings made which rows)."""
         atomic_write_text(self.root / "run.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        with open(self.root / "runs.jsonl", "ab") as f:
+            f.write(json.dumps(data, ensure_ascii=False).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
         fsync_dir(self.root)

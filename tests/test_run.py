@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from batchmask.sinks import FACE_COLUMNS, IMAGE_COLUMNS
+from batchmask.models import default_classifier_dir
 from conftest import SAMPLES, batchmask
 
 EXIT_PARTIAL = 3
@@ -287,3 +288,20 @@ def test_archive_moves_inputs_and_a_reused_name_keeps_both_photos(tmp_path):
 
     r = batchmask("run", src, out, "-q", "-w", "1", "--archive", archive)
     assert r.returncode == 0 and "0 processed" in r.stderr, r.stderr
+
+
+def test_changed_labelling_settings_are_announced_and_every_run_is_on_record(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
+    assert batchmask("run", src, out, "-q", "-w", "1").returncode == 0
+    shutil.copy(SAMPLES / "chelsea.jpg", src / "b.jpg")
+    r = batchmask("run", src, out, "-q", "-w", "1", "--threshold", "0.3", "--labels", "2")
+    assert r.returncode == 0, r.stderr
+    shipped = json.loads((default_classifier_dir() / "model.json").read_text())["threshold"]
+    assert f"earlier rows were labelled with other settings (threshold {shipped} → 0.3; labels 3 → 2)" in r.stderr
+    runs = [json.loads(line) for line in open(out / "runs.jsonl")]
+    assert [x["config"]["threshold"] for x in runs] == [shipped, 0.3]
+    assert {i["run_id"] for i in rows(out / "images.csv")} == {x["run_id"] for x in runs}
+    r = batchmask("run", src, out, "-q", "-w", "1", "--threshold", "0.3", "--labels", "2")
+    assert "other settings" not in r.stderr
