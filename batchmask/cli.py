@@ -471,6 +471,8 @@ def ensemble(
     _out_folder(out)
     if any(m.resolve() == out.resolve() for m in models):
         _fail(f"--out {out} is one of the models to combine: write the ensemble to a new folder", EXIT_USAGE)
+    import json
+
     from .ensemble import combine
     from .models import ModelError
 
@@ -480,6 +482,10 @@ def ensemble(
         _fail(f"ensembles need the 'train' extra (pip install 'batchmask[train]'): {e}")
     except ModelError as e:
         _fail(str(e), EXIT_USAGE)
+    margins = sorted({json.loads((m / "model.json").read_text()).get("crop_margin") for m in models}, key=str)
+    if len(margins) > 1:
+        err.print(f"warning: the members were calibrated with different crop margins ({', '.join(map(str, margins))}); the ensemble takes the "
+                  f"first one's and the mean threshold until `batchmask calibrate` chooses both for it", style="yellow")
     err.print(f"ensemble of {len(models)} models written to {out} (threshold {meta['threshold']:.2f}, crop margin {meta['crop_margin']})")
 
 

@@ -82,6 +82,8 @@ def combine(members: list[Path], out: Path) -> dict:
         curves = Path(folder) / "training_curves.png"
         if curves.is_file():
             shutil.copyfile(curves, out / f"training_curves_{i + 1}.png")
+        for nested in sorted(Path(folder).glob("training_curves_*.png")):  # a member that is an ensemble itself
+            shutil.copyfile(nested, out / f"training_curves_{i + 1}.{nested.stem.rsplit('_', 1)[1]}.png")
     head = metas[0]
     meta = {
         "name": "mask-classifier-ensemble",
