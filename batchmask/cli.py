@@ -116,6 +116,13 @@ def _location(value: str):
     return value if is_url(value) else Path(value)
 
 
+def _check_model(model: Optional[Path]) -> None:
+    if model is not None and not model.is_dir():
+        _fail(f"model directory not found: {model}", EXIT_USAGE)
+    if model is not None and not (model / "model.json").is_file():
+        _fail(f"not a model directory (no model.json): {model}", EXIT_USAGE)
+
+
 def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]) -> None:
     from .remote import RemoteError, is_url, url_fs
 
@@ -130,15 +137,13 @@ def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]
             _fail("--archive needs a local (or mounted) INPUT folder", EXIT_USAGE)
         if not is_url(input) and not input.is_dir():
             _fail(f"input folder not found: {input}", EXIT_USAGE)
-        if model is not None and not model.is_dir():
-            _fail(f"model directory not found: {model}", EXIT_USAGE)
+        _check_model(model)
         return
     if not input.is_dir():
         _fail(f"input folder not found: {input}", EXIT_USAGE)
     if output.exists() and not output.is_dir():
         _fail(f"output exists and is not a folder: {output}", EXIT_USAGE)
-    if model is not None and not model.is_dir():
-        _fail(f"model directory not found: {model}", EXIT_USAGE)
+    _check_model(model)
     if output.resolve() == input.resolve():
         _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
     if archive is not None and archive.resolve() in (input.resolve(), output.resolve()):

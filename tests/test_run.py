@@ -107,6 +107,9 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
     assert r.returncode == 2
     r = batchmask("run", tmp_path, tmp_path / "out", "--model", tmp_path / "nomodel")
     assert r.returncode == 2 and "model directory not found" in r.stderr
+    (tmp_path / "notamodel").mkdir()
+    r = batchmask("run", tmp_path, tmp_path / "out", "--model", tmp_path / "notamodel")
+    assert r.returncode == 2 and "not a model directory (no model.json)" in r.stderr
 
 
 def test_corrupt_model_fails_with_a_clear_message(photo_tree, tmp_path):
