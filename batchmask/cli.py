@@ -58,7 +58,7 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
-def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bool):
+def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bool, warn: bool = True):
     """run_batch with a Rich progress bar (images/s, faces, rejected) and CLI error handling."""
     import time
 
@@ -79,7 +79,8 @@ def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bo
                 if data["skipped"] and not quiet:
                     err.print(f"{data['scanned']} photos found, {data['skipped']} already in {output} (unchanged), {data['total']} to process")
             elif event == "warning":
-                err.print(f"warning: {data['message']}", style="yellow")
+                if warn:
+                    err.print(f"warning: {data['message']}", style="yellow")
             elif event == "image":
                 state["done"] += 1
                 state["faces"] += data["faces"]
@@ -589,12 +590,13 @@ def evaluate(
             _fail(str(e), EXIT_USAGE)
         if not preds:
             _fail(f"no predictions in {predictions}", EXIT_USAGE)
-        unknown = sorted(set(preds) - set(gt))
+        unknown = sorted(set(preds) - set(scored))
         if len(unknown) == len(preds):
-            _fail(f"no image name in {predictions} matches the ground truth (predictions name {unknown[0]!r}, "
-                  f"ground truth names e.g. {next(iter(gt))!r})", EXIT_USAGE)
+            _fail(f"no image name in {predictions} matches an annotated photo in {images} (predictions name {unknown[0]!r}, "
+                  f"ground truth names e.g. {next(iter(scored))!r})", EXIT_USAGE)
         if unknown:
-            err.print(f"warning: {len(unknown)} images in {predictions} have no ground truth and are ignored (first: {unknown[0]!r})", style="yellow")
+            err.print(f"warning: {len(unknown)} images in {predictions} are not annotated photos in {images} and are ignored "
+                      f"(first: {unknown[0]!r})", style="yellow")
         source = f"Predictions from {predictions.name}"
         used_threshold = 0.5 if threshold is None else threshold
     else:
@@ -609,11 +611,13 @@ def evaluate(
         if _run_input(out / "run") not in (None, images.resolve()):
             import shutil
 
+            if (out / "run").is_symlink():
+                _fail(f"{out / 'run'} is a symbolic link; evaluate only writes real folders inside REPORT", EXIT_USAGE)
             err.print(f"{out / 'run'} was made from another photo folder: starting it afresh", style="yellow")
             shutil.rmtree(out / "run")
         options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model_dir), annotate=False, engine=_engine(engine), scheduler=scheduler,
                              force=_stale_run(out / "run", model_dir))
-        summary = _run_with_progress(images, out / "run", options, quiet)
+        summary = _run_with_progress(images, out / "run", options, quiet, warn=False)  # labels are recomputed when scoring
         preds = load_predictions(out / "run" / "faces.jsonl")
         used_threshold = threshold if threshold is not None else clf.threshold
         source = f"batchmask pipeline, classifier {model_dir.name}, crop margin {clf.margin:g} (run {summary.run_id})"
@@ -625,7 +629,8 @@ def evaluate(
         f"AP50 {_fmt(metrics['ap50'])}  false det/img {metrics['false_detections_per_image']:.2f} -> {out / 'report.html'}"
     )
     if code:
-        err.print(f"some photos were rejected (see {out / 'run' / 'images.csv'}, status=error): they count as photos with no face found", style="yellow")
+        err.print(f"some photos in {images} could not be read (see {out / 'run' / 'images.csv'}, status=error); "
+                  "annotated ones count as photos where no face was found", style="yellow")
     raise typer.Exit(code)
 
 
@@ -741,8 +746,6 @@ def data_build(
         except EngineError as e:
             _fail(str(e))
     skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(summary["skipped"].items()))
-    if not summary["crops"]:
-        _fail(f"no face crops from {summary['inputs']} files ({skipped})")
     if skipped:
         err.print(f"files without a crop (listed in {out / 'summary.json'}): {skipped}", style="yellow")
     err.print(f"{summary['crops']} crops from {summary['inputs']} files -> {out} {summary['by_split']}")

@@ -204,17 +204,21 @@ class RunSession:
         return [name.format(b, n) for name, b, n in zip(names, before, now) if b != n]
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        failed = exc_type is not None
         try:
             if self.engine is not None:
-                self.engine.close(cancel=exc_type is not None)
-            if exc_type is None:
+                self.engine.close(cancel=failed)
+            if not failed:
                 self.store.commit()
                 self._write_run_json()
+        except BaseException:
+            failed = True
+            raise
         finally:
             try:
                 self.store.close()
             except (OSError, OutputError):
-                if exc_type is None:
+                if not failed:
                     raise  # otherwise the error that ended the run is the one to report
         if self.remote:
             self.remote.push(force=True)

@@ -166,6 +166,8 @@ class OutputStore:
         under the same name is another photo, not a new version of this one)."""
         with open(self.archived_path, "ab") as f:
             f.write(json.dumps({"image": image, "signature": list(signature)}, ensure_ascii=True).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
         self.archived.add((image, tuple(signature)))
 
     def _repair_tables(self) -> None:

@@ -58,6 +58,8 @@ def test_ground_truth_that_is_not_utf8_names_the_line(tmp_path):
     ({"annotations": [{"image_id": 1, "category_id": 7}]}, r"annotations\[0\]: bbox must be 4 numbers"),
     ({"annotations": [{"image_id": 1, "category_id": 7, "bbox": [True, 2, 10, 10]}]}, r"annotations\[0\]: bbox must be 4 numbers"),
     ({"categories": None}, r"not COCO detection JSON"),
+    ({"annotations": [{"image_id": [1], "category_id": 7, "bbox": [1, 2, 10, 10]}]}, r"annotations\[0\]: image_id \[1\] is not in 'images'"),
+    ({"images": [{"id": {"a": 1}, "file_name": "a.jpg"}]}, r"images\[0\]: needs an 'id'"),
 ])
 def test_coco_errors_name_the_annotation(tmp_path, change, message):
     data = {"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 7, "name": "with_mask"}],
@@ -79,6 +81,9 @@ def test_voc_single_file_and_duplicate_images(tmp_path):
     (tmp_path / "b.xml").write_text("<svg/>")
     with pytest.raises(GroundTruthError, match=r"b.xml: not a PASCAL VOC annotation"):
         load_ground_truth(tmp_path)
+    (tmp_path / "b.xml").unlink()
+    (tmp_path / "folder.xml").mkdir()  # a folder with an .xml name is not an annotation file
+    assert load_ground_truth(tmp_path) == {"a.jpg": [([1, 2, 11, 12], "masked")]}
 
 
 def test_voc_and_coco_ground_truth(tmp_path):
@@ -115,6 +120,7 @@ def test_metrics_on_a_known_case():
         "b.jpg": [Prediction([0, 0, 40, 40], 0.9, 0.2)],  # incorrect labelled unmasked
     }
     m = compute_metrics(gt, preds, threshold=0.5, min_width=16)
+    assert 0.63 in [s["threshold"] for s in compute_metrics(gt, preds, threshold=0.63)["threshold_sweep"]]  # off the grid, still swept
     t = m["table"]
     assert t["masked"] == {"ground_truth": 1, "identified_correct": 1, "identified_wrong": 0, "not_identified": 0}
     assert t["unmasked"] == {"ground_truth": 2, "identified_correct": 0, "identified_wrong": 1, "not_identified": 1}
@@ -187,9 +193,9 @@ def test_evaluate_rejects_bad_inputs(tmp_path):
     assert r.returncode == 2 and "gt.csv:2: box coordinates must be finite numbers" in r.stderr
     r = batchmask("evaluate", tmp_path / "nope", "--boxes", gt, "--out", tmp_path / "r")
     assert r.returncode == 2 and "images folder not found" in r.stderr
-    gt.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked\n")
+    gt.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked\ngone.jpg,0,0,10,10,masked\n")
     r = batchmask("evaluate", tmp_path, "--boxes", gt, "--out", tmp_path / "r")
-    assert r.returncode == 2 and "none of the 1 photos named in" in r.stderr and "'a.jpg'" in r.stderr
+    assert r.returncode == 2 and "none of the 2 photos named in" in r.stderr and "'a.jpg'" in r.stderr
     (tmp_path / "file").write_text("")
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "file")
     assert r.returncode == 2 and "--out must be a folder" in r.stderr
@@ -203,6 +209,7 @@ def test_evaluate_rejects_bad_inputs(tmp_path):
         ('{"image": "a.jpg", "x1": 1, "y1": 1, "x2": 5, "y2": 5, "det_score": 0.9, "mask_score": 7}', "mask score must be within 0..1"),
         ("", "no predictions in"),
         ('{"image": "images/a.jpg", "faces": []}', "no image name in"),
+        ('{"image": "gone.jpg", "faces": []}', "no image name in"),  # annotated, but not in IMAGES
     ]:
         preds.write_text(line + "\n")
         r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "r", "--predictions", preds)
@@ -355,3 +362,25 @@ def test_commands_without_their_extra_fail_at_once(tmp_path):
     (tmp_path / "crops" / "masked").mkdir(parents=True)
     r = batchmask("train", tmp_path / "crops", "--out", tmp_path / "m", env=env)
     assert r.returncode == 1 and "train needs the 'train' extra" in r.stderr and "tensorflow not installed" in r.stderr
+
+
+def test_calibration_scores_stay_with_their_faces_when_the_reported_order_differs():
+    """`reported` re-sorts faces; the calibration sweep must keep each face's own mask score."""
+    from PIL import Image
+
+    from batchmask.evaluation.operating_point import classified_at_margin
+    from batchmask.faces import Faces
+    from batchmask.models import default_detector_path
+    from batchmask.worker import Worker, WorkerConfig
+    from conftest import astronaut
+
+    worker = Worker(WorkerConfig(str(default_detector_path()), str(default_classifier_dir())))
+    masked = np.asarray(Image.open(SAMPLES / "masks" / "astronaut_surgical.jpg").convert("RGB"))
+    img = np.ascontiguousarray(np.hstack([astronaut(), masked]))
+    # unmasked face on the left (raw top 40), masked on the right (raw top 45, but shorter: reported top higher)
+    raw = Faces(np.array([[170, 40, 290, 240], [682, 45, 792, 165]], float), np.array([0.99, 0.9]), np.zeros((2, 5, 2)))
+    shown = classified_at_margin(worker, img, raw, worker.classifier.margin)
+    assert list(shown.det_scores.round(2)) == [0.9, 0.99]  # the reported order differs from the raw order
+    alone = [worker.classifier.predict(img, raw.boxes[i : i + 1])[0, 0] for i in (1, 0)]
+    assert np.allclose(shown.mask_scores, alone, atol=1e-5)
+    assert shown.mask_scores[0] > shown.mask_scores[1]

@@ -125,7 +125,8 @@ def test_data_build_refuses_inputs_without_photos(tmp_path):
     r = batchmask("data", "build", "--unmasked", tmp_path / "empty", "--masked", tmp_path / "empty", "--out", tmp_path / "d", "-q")
     assert r.returncode == 2 and "no photos in" in r.stderr, r.stderr
     r = batchmask("data", "build", "--unmasked", tmp_path / "junk", "--masked", tmp_path / "empty", "--out", tmp_path / "d", "-q", "-w", "1")
-    assert r.returncode == 1 and "no face crops from 1 files (not a recognised image format: 1)" in r.stderr, r.stderr
+    assert r.returncode == 2 and "no face crops from 1 files (not a recognised image format: 1)" in r.stderr, r.stderr
+    assert not (tmp_path / "d" / "metadata.csv").exists()
 
 
 def test_train_rejects_a_folder_without_classes(tmp_path):

@@ -210,3 +210,20 @@ def test_input_inside_output_is_watched(tmp_path):
     shutil.copy(PHOTOS[0], inp / "a.jpg")
     wait_for_rows(out, {"a.jpg"})
     assert w.stop() == 0
+
+
+def test_an_older_output_inside_the_watched_folder_is_not_read_as_photos(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    shutil.copy(PHOTOS[0], inp / "a.jpg")
+    from conftest import batchmask
+
+    assert batchmask("run", inp, inp / "old", "-q", "-w", "1").returncode == 0  # an earlier OUTPUT left in INPUT
+    w = WatchProcess(inp, out, "--settle", "0.5")
+    wait_for_rows(out, {"a.jpg"})
+    shutil.copy(PHOTOS[1], inp / "old" / "annotated" / "new.jpg")  # written live into that OUTPUT
+    shutil.copy(PHOTOS[1], inp / "b.jpg")
+    wait_for_rows(out, {"b.jpg"})
+    time.sleep(1.5)
+    assert w.stop() == 0
+    assert {r["image"] for r in rows(out)} == {"a.jpg", "b.jpg"}

@@ -23,9 +23,8 @@ from pathlib import Path
 from ..detector import DetectorConfig
 from ..engine import make_engine
 from ..models import default_detector_path
-from ..images import is_image_name
 from ..sources import scan
-from ..storage import atomic_write_text
+from ..storage import UnsafePathError, atomic_write_text, safe_join
 from ..worker import WorkerConfig
 from .masks import INCORRECT_WEIGHTS, STYLES
 from .splits import assign_split, group_key
@@ -53,15 +52,22 @@ class DatasetError(Exception):
     pass
 
 
-def _remove_stale_crops(out: Path, keep: set[str]) -> None:
-    """Crops of an earlier build into the same OUT that this build did not make (another
-    --limit, --seed or input): left there, `train` would read them."""
-    for split in ("train", "val", "test"):
-        for dirpath, _dirs, files in os.walk(out / split):
-            for name in files:
-                path = Path(dirpath) / name
-                if is_image_name(name) and path.relative_to(out).as_posix() not in keep:
-                    path.unlink()
+def _listed_crops(out: Path) -> set[str]:
+    """The crops an earlier build into OUT listed in its metadata.csv (only those are ever removed)."""
+    try:
+        with open(out / "metadata.csv", newline="", encoding="utf-8") as f:
+            return {row["crop"] for row in csv.DictReader(f) if row.get("crop")}
+    except (OSError, KeyError, csv.Error, UnicodeDecodeError):
+        return set()
+
+
+def _unlink_inside(out: Path, rel: str) -> None:
+    try:
+        path = safe_join(out, rel)
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    except (OSError, UnsafePathError):
+        pass
 
 
 def build_dataset(
@@ -125,14 +131,19 @@ def build_dataset(
             for c in crops:
                 rows.append({"crop": c["crop"], **m, "face_width": round(c["width"], 1), "det_score": round(c["det_score"], 3), "seed": seed})
             progress("image", {"status": result["status"], "crops": len(crops)})
+    if not rows:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(failures.items()))
+        raise DatasetError(f"no face crops from {len(tasks)} files ({reasons}); {out} is left as it was")
     rows.sort(key=lambda r: r["crop"])
+    earlier = _listed_crops(out)
     columns = ["crop", "split", "label", "source", "source_file", "artificial", "mask_style", "wear", "face_width", "det_score", "seed"]
     with open(out / "metadata.csv.tmp", "w", newline="") as f:
         w = csv.DictWriter(f, columns)
         w.writeheader()
         w.writerows(rows)
     (out / "metadata.csv.tmp").replace(out / "metadata.csv")
-    _remove_stale_crops(out, {r["crop"] for r in rows})
+    for crop in earlier - {r["crop"] for r in rows}:  # an earlier build's crops that this one did not make: train reads folders
+        _unlink_inside(out, crop)
     counts = Counter((r["split"], r["label"]) for r in rows)
     summary = {
         "inputs": len(tasks),

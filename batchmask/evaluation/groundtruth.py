@@ -59,7 +59,7 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
     """Boxes per image name; an error for any malformed entry and for a file with no face at all."""
     path = Path(path)
     if path.is_dir():
-        gt = _load_voc(path, sorted(path.rglob("*.xml")))
+        gt = _load_voc(path, sorted(p for p in path.rglob("*.xml") if p.is_file()))
     elif not path.is_file():
         raise GroundTruthError(f"{path}: no such file or folder")
     elif path.suffix.lower() == ".json":
@@ -124,6 +124,8 @@ def _load_voc(where: Path, files: list[Path]) -> GroundTruth:
             root = ET.parse(xml).getroot()
         except ET.ParseError as e:
             raise GroundTruthError(f"{xml}:{e.position[0]}: invalid XML ({e})") from None
+        except OSError as e:
+            raise GroundTruthError(f"{xml}: cannot read ({e.strerror or e})") from None
         if root.tag != "annotation":
             raise GroundTruthError(f"{xml}: not a PASCAL VOC annotation (root element <{root.tag}>, expected <annotation>)")
         name = (root.findtext("filename") or "").strip() or xml.with_suffix(".jpg").name
@@ -141,6 +143,10 @@ def _load_voc(where: Path, files: list[Path]) -> GroundTruth:
     return gt
 
 
+def _is_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
 def _load_coco(path: Path) -> GroundTruth:
     try:
         data = json.loads(_text(path))
@@ -150,21 +156,21 @@ def _load_coco(path: Path) -> GroundTruth:
         raise GroundTruthError(f"{path}: not COCO detection JSON (needs lists 'images', 'annotations' and 'categories')")
     cats, images = {}, {}
     for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or "id" not in c or not isinstance(c.get("name"), str):
-            raise GroundTruthError(f"{path}: categories[{i}]: needs 'id' and 'name'")
+        if not isinstance(c, dict) or not _is_id(c.get("id")) or not isinstance(c.get("name"), str):
+            raise GroundTruthError(f"{path}: categories[{i}]: needs an 'id' (number or text) and a 'name'")
         cats[c["id"]] = c["name"]
     for i, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            raise GroundTruthError(f"{path}: images[{i}]: needs 'id' and 'file_name'")
+        if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise GroundTruthError(f"{path}: images[{i}]: needs an 'id' (number or text) and a 'file_name'")
         images[im["id"]] = im["file_name"]
     gt: GroundTruth = {name: [] for name in images.values()}
     for i, ann in enumerate(data["annotations"]):
         where = f"{path}: annotations[{i}]"
         if not isinstance(ann, dict):
             raise GroundTruthError(f"{where}: not an object")
-        if ann.get("image_id") not in images:
+        if not _is_id(ann.get("image_id")) or ann["image_id"] not in images:
             raise GroundTruthError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-        if ann.get("category_id") not in cats:
+        if not _is_id(ann.get("category_id")) or ann["category_id"] not in cats:
             raise GroundTruthError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4 or any(isinstance(v, (str, bool)) for v in bbox):

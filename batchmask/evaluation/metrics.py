@@ -185,7 +185,7 @@ def compute_metrics(gt: dict, preds: dict[str, list[Prediction]], threshold: flo
     keep = widths >= min_width
     y, score, matched = pipeline_roc_points(m, min_width)
     sweep = []
-    for t in np.round(np.arange(0.05, 0.951, 0.05), 2):
+    for t in sorted({*np.round(np.arange(0.05, 0.951, 0.05), 2).tolist(), round(float(threshold), 4)}):  # the grid and the threshold used
         s = seed_table(m, float(t), min_width)
         sweep.append({"threshold": float(t), "tnr": s["tnr"], "fnr": s["fnr"]})
     out = {

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..classifier import CROP_MARGIN, crop_faces
+from ..faces import Faces
 from ..images import ImageError, load_image
 from ..models import default_detector_path
 from ..storage import atomic_write_text
@@ -30,6 +31,15 @@ THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.20, 0.801, 0.05), 2))
 
 class CalibrationError(Exception):
     """Nothing to calibrate on."""
+
+
+def classified_at_margin(worker, img: np.ndarray, raw: Faces, margin: float) -> Faces:
+    """The detector's faces classified from crops at `margin`, in the reported convention
+    (and order: `reported` sorts, so the scores travel inside the Faces)."""
+    faces = raw[np.arange(len(raw))]
+    if len(faces):
+        faces.set_probabilities(worker.classifier.predict_crops(crop_faces(img, raw.boxes, worker.classifier.input_size, margin)))
+    return worker.detector.reported(faces, *img.shape[:2])
 
 
 def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int = 300, max_fnr: float = 0.05,
@@ -45,7 +55,6 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
     names = sorted(gt)[:tuning]
     tuning_gt = {k: gt[k] for k in names}
     worker = Worker(WorkerConfig(str(default_detector_path()), str(model)))
-    clf = worker.classifier
     preds: dict[float, dict[str, list[Prediction]]] = {m: {} for m in margins}
     skipped: dict[str, str] = {}
     for i, name in enumerate(names):
@@ -57,10 +66,10 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
             continue
         img = loaded.pixels
         raw = worker.detector.detect(img)
-        shown = worker.detector.reported(raw, *img.shape[:2]).scaled(loaded.scale, loaded.height / img.shape[0])
         for m in margins:
-            p = clf.predict_crops(crop_faces(img, raw.boxes, clf.input_size, m))
-            preds[m][name] = [Prediction(b.tolist(), float(s), float(q[0]), float(q[1])) for b, s, q in zip(shown.boxes, shown.det_scores, p)]
+            shown = classified_at_margin(worker, img, raw, m).scaled(loaded.scale, loaded.height / img.shape[0])
+            preds[m][name] = [Prediction(b.tolist(), float(s), float(q), float(r))
+                              for b, s, q, r in zip(shown.boxes, shown.det_scores, shown.mask_scores, shown.incorrect_scores)]
         if progress:
             progress(i + 1, len(names))
 
