@@ -334,7 +334,7 @@ def report(
             _fail(f"output folder not found: {o}", EXIT_USAGE)
     unique: dict = {}
     for o in outputs:  # each OUTPUT once, however it is spelled
-        unique.setdefault(o.resolve() if isinstance(o, Path) else o, o)
+        unique.setdefault(o.resolve() if isinstance(o, Path) else o.rstrip("/"), o)
     outputs = list(unique.values())
     blocking = next((p for p in Path(out).parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:

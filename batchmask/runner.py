@@ -322,11 +322,15 @@ class RunSession:
                 if os.stat(inp.path).st_mtime_ns != inp.mtime_ns:
                     continue  # changed since it was read: the new version will be processed
                 target = archive_file(inp.path, self.archive_dir, inp.rel)
-                self.store.note_archived(inp.rel, inp.signature)
-                self.progress("archived", {"image": row["image"], "to": str(target)})
             except (OSError, UnsafePathError) as e:
                 self._archive_errors.append(row["image"])
                 self.progress("archive_error", {"image": row["image"], "error": str(e)})
+                continue
+            self.progress("archived", {"image": row["image"], "to": str(target)})
+            try:
+                self.store.note_archived(inp.rel, inp.signature)
+            except OSError as e:  # moved all the same; only a later photo reusing the name would replace its rows
+                self.progress("archive_error", {"image": row["image"], "error": f"archived, but not noted in OUTPUT: {e}"})
 
     def _write_run_json(self) -> None:
         store, summary, options = self.store, self.summary, self.options

@@ -86,6 +86,12 @@ HEADERS = {
 }
 
 
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
+
+
 class OutputStore:
     def __init__(self, root: str | os.PathLike, on_commit=None, before_load=None):
         self.root = Path(root)
@@ -307,7 +313,8 @@ class OutputStore:
         """run.json (the last run) and one line of runs.jsonl (every run: what settings made which rows)."""
         atomic_write_text(self.root / "run.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         with open(self.root / "runs.jsonl", "ab") as f:
-            f.write(json.dumps(data, ensure_ascii=False).encode() + b"\n")
+            start = b"\n" if f.tell() and _last_byte(self.root / "runs.jsonl") != b"\n" else b""  # after a line cut short
+            f.write(start + json.dumps(data, ensure_ascii=False).encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(self.root)

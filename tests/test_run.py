@@ -306,5 +306,8 @@ def test_changed_labelling_settings_are_announced_and_every_run_is_on_record(tmp
     runs = [json.loads(line) for line in open(out / "runs.jsonl")]
     assert [x["config"]["threshold"] for x in runs] == [shipped, 0.3]
     assert {i["run_id"] for i in rows(out / "images.csv")} == {x["run_id"] for x in runs}
+    with open(out / "runs.jsonl", "ab") as f:
+        f.write(b'{"run_id": "cut sho')  # a record cut short (disk full, kill)
     r = batchmask("run", src, out, "-q", "-w", "1", "--threshold", "0.3", "--labels", "2")
     assert "other settings" not in r.stderr
+    assert json.loads(open(out / "runs.jsonl").read().splitlines()[-1])["config"]["labels"] == 2  # the next record is whole
