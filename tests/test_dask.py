@@ -48,7 +48,7 @@ def cluster(tmp_path_factory):
             os.killpg(p.pid, signal.SIGTERM)
     for p in procs:
         try:
-            p.wait(20)
+            p.wait(5)  # a graceful Dask close can take 20 s; these are throwaway test processes
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
 
