@@ -557,15 +557,14 @@ def evaluate(
     """Run the pipeline on annotated photos (or score given predictions) and write an evaluation report."""
     _needs_extra("evaluate", "eval")
     _out_folder(out)
-    if model is not None and not (model / "model.json").is_file():
-        _fail(f"not a model directory (no model.json): {model}", EXIT_USAGE)
+    _check_model(model)
     if crops:
         _evaluate_crops(images, out, model, threshold, title)
         return
     if boxes is None:
         _fail("--boxes is required (ground truth), unless --crops evaluates the classifier on crop folders", EXIT_USAGE)
     from .evaluation.groundtruth import GroundTruthError, load_ground_truth
-    from .evaluation.report import PredictionsError, load_predictions, write_report
+    from .evaluation.report import PredictionsError, fmt, load_predictions, write_report
 
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
@@ -625,8 +624,8 @@ def evaluate(
     preds = {name: faces for name, faces in preds.items() if name in scored}
     metrics = write_report(boxes, preds, out, used_threshold, title, source, min_width, gt=scored, left_out=absent)
     err.print(
-        f"TNR {_fmt(metrics['tnr'])}  FNR {_fmt(metrics['fnr'])}  recall>={min_width:g}px {_fmt(metrics['recall'])}  "
-        f"AP50 {_fmt(metrics['ap50'])}  false det/img {metrics['false_detections_per_image']:.2f} -> {out / 'report.html'}"
+        f"TNR {fmt(metrics['tnr'])}  FNR {fmt(metrics['fnr'])}  recall>={min_width:g}px {fmt(metrics['recall'])}  "
+        f"AP50 {fmt(metrics['ap50'])}  false det/img {metrics['false_detections_per_image']:.2f} -> {out / 'report.html'}"
     )
     if code:
         err.print(f"some photos in {images} could not be read (see {out / 'run' / 'images.csv'}, status=error); "
@@ -638,10 +637,6 @@ def _out_folder(out: Path) -> None:
     """An output folder option that names an existing file is a usage error, caught before any work."""
     if out.exists() and not out.is_dir():
         _fail(f"--out must be a folder, but {out} is a file", EXIT_USAGE)
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
 def _run_input(run_dir: Path) -> Optional[Path]:

@@ -86,12 +86,6 @@ HEADERS = {
 }
 
 
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
-
-
 class OutputStore:
     def __init__(self, root: str | os.PathLike, on_commit=None, before_load=None):
         self.root = Path(root)
@@ -312,9 +306,12 @@ class OutputStore:
     def write_run_json(self, data: dict) -> None:
         """run.json (the last run) and one line of runs.jsonl (every run: what settings made which rows)."""
         atomic_write_text(self.root / "run.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        with open(self.root / "runs.jsonl", "ab") as f:
-            start = b"\n" if f.tell() and _last_byte(self.root / "runs.jsonl") != b"\n" else b""  # after a line cut short
-            f.write(start + json.dumps(data, ensure_ascii=False).encode() + b"\n")
+        with open(self.root / "runs.jsonl", "a+b") as f:  # appends always go to the end
+            end, cut_short = f.seek(0, os.SEEK_END), False
+            if end:
+                f.seek(end - 1)
+                cut_short = f.read(1) != b"\n"  # a record cut short (disk full, kill): start on a new line
+            f.write((b"\n" if cut_short else b"") + json.dumps(data, ensure_ascii=False).encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(self.root)

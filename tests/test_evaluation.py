@@ -200,7 +200,10 @@ def test_evaluate_rejects_bad_inputs(tmp_path):
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "file")
     assert r.returncode == 2 and "--out must be a folder" in r.stderr
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "r", "--model", tmp_path / "nomodel")
-    assert r.returncode == 2 and "not a model directory" in r.stderr
+    assert r.returncode == 2 and "model directory not found" in r.stderr
+    (tmp_path / "nomodel").mkdir()
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "r", "--model", tmp_path / "nomodel")
+    assert r.returncode == 2 and "not a model directory (no model.json)" in r.stderr
     preds = tmp_path / "p.jsonl"
     for line, message in [
         ('{"image": "a.jpg", "x1": 1}', "p.jsonl:1: not a prediction line"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..classifier import CLASSES, CROP_MARGIN, decide
+from .metrics import sweep_thresholds
 
 
 def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -129,7 +130,7 @@ def evaluate_crops(root: Path, model_dir: Path, threshold: float | None = None, 
     p = np.concatenate(probs) if probs else np.zeros((0, 3), np.float32)
     y = np.array(labels, int)
     sweep = [{"threshold": float(t), **{k: v for k, v in binary_metrics(y, p[:, 0], float(t)).items() if k in ("tnr", "fnr")}}
-             for t in sorted({*np.round(np.arange(0.05, 0.951, 0.05), 2).tolist(), round(float(threshold), 4)})]
+             for t in sweep_thresholds(threshold)]
     return {
         "crops": str(folder),
         "crop_margin": margin,

@@ -171,6 +171,11 @@ def roc(y: np.ndarray, score: np.ndarray) -> dict:
     return {"auc": float(roc_auc_score(y, score)), "fpr": fpr.tolist(), "tpr": tpr.tolist()}
 
 
+def sweep_thresholds(used: float) -> list[float]:
+    """0.05, 0.10, ... 0.95 and the threshold in use (which may lie between them)."""
+    return sorted({*np.round(np.arange(0.05, 0.951, 0.05), 2).tolist(), round(float(used), 4)})
+
+
 def compute_metrics(gt: dict, preds: dict[str, list[Prediction]], threshold: float, min_width: float = 16.0) -> dict:
     m = match_all(gt, preds)
     widths = np.array(m.gt_width)
@@ -185,7 +190,7 @@ def compute_metrics(gt: dict, preds: dict[str, list[Prediction]], threshold: flo
     keep = widths >= min_width
     y, score, matched = pipeline_roc_points(m, min_width)
     sweep = []
-    for t in sorted({*np.round(np.arange(0.05, 0.951, 0.05), 2).tolist(), round(float(threshold), 4)}):  # the grid and the threshold used
+    for t in sweep_thresholds(threshold):
         s = seed_table(m, float(t), min_width)
         sweep.append({"threshold": float(t), "tnr": s["tnr"], "fnr": s["fnr"]})
     out = {
