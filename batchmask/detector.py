@@ -48,6 +48,13 @@ class DetectorConfig:
     refine_score: float | None = 0.05
     refine_max_face: float = 48.0
     refine_margin: float = 32.0
+    # RetinaFace's largest anchors are 512 px: a face much wider than that in a pass's input
+    # splits into several high-scoring boxes on its parts (a phone close-up at 960 px). When
+    # the smallest pass finds a face at least `large_face` px wide in its input (or no face), a pass with
+    # the long side at `large_side` px finds the large faces, and boxes lying at least
+    # half inside one of them are dropped as its parts; None: no such pass
+    large_face: float | None = 256.0
+    large_side: int = 448
     nms_iou: float = 0.4
     # a box lying at least this much (share of its area) inside a larger box is a part of that
     # face (a mouth, a masked chin), not another face; None keeps them
@@ -123,6 +130,9 @@ class RetinaFace:
             more = self._detect_region(rgb, f, region)
             parts.append(more[more.widths * f <= cfg.max_face_upscaled])
         faces = Faces.concat(parts)
+        large = self._large_faces(rgb, found, base)
+        if len(large):
+            faces = Faces.concat([faces[~_inside_any(faces.boxes, large.boxes, 0.5)], large])
         if len(faces) == 0:
             return faces
         boxes = faces.boxes
@@ -137,6 +147,18 @@ class RetinaFace:
             faces = faces[~_inside_larger(faces.boxes, cfg.contained)]
         order = np.lexsort((faces.boxes[:, 0], faces.boxes[:, 1]))
         return faces[order]
+
+    def _large_faces(self, rgb: np.ndarray, found: Faces, base: float) -> Faces:
+        """Faces at least `large_face` px wide in the smallest pass, seen again in a downscaled pass."""
+        cfg = self.config
+        long_side = max(rgb.shape[:2])
+        factor = cfg.large_side / long_side
+        if cfg.large_face is None or factor > 0.8 * base:
+            return Faces()  # not much smaller than the smallest pass: it would see the same
+        if len(found) and not (found.widths * base >= cfg.large_face).any():
+            return Faces()  # a photo with no face at all may be one face too large to see
+        faces = self._detect_once(rgb, factor, cfg.score_threshold)
+        return faces[faces.widths * base >= cfg.large_face]
 
     def _refine_region(self, candidates: Faces, found: Faces, base: float, h: int, w: int) -> tuple[int, int, int, int] | None:
         """Where the upscaled passes look: None for the whole photo, an empty box for nowhere."""
@@ -209,6 +231,15 @@ class RetinaFace:
         pts = a[:, None, :2] + landm.reshape(-1, 5, 2) * VARIANCE[0] * a[:, None, 2:]
         sx, sy = w / nw, h / nh
         return Faces(boxes, scores[idx], pts).scaled(sx, sy)
+
+
+def _inside_any(boxes: np.ndarray, others: np.ndarray, share: float) -> np.ndarray:
+    """True for each box with at least `share` of its area inside one of `others`."""
+    tl = np.maximum(boxes[:, None, :2], others[None, :, :2])
+    br = np.minimum(boxes[:, None, 2:], others[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    return (inter >= share * np.maximum(area, 1e-6)[:, None]).any(1)
 
 
 def _inside_larger(boxes: np.ndarray, share: float) -> np.ndarray:

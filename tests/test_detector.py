@@ -141,3 +141,25 @@ def test_small_faces_need_a_higher_score_than_large_ones():
     assert len(detector(small_face_score=float(score) + 0.01).detect(scene)) == 0
     big = detector().detect(img).det_scores[0]
     assert len(detector(small_face_score=float(big) + 0.01).detect(img)) == 1
+
+
+def test_a_face_filling_a_large_photo_is_one_face_not_its_parts():
+    # a phone close-up: the face is wider than RetinaFace's largest anchors in the first pass
+    close_up = np.asarray(Image.fromarray(astronaut()).crop((175, 70, 275, 185)).resize((800, 920)))
+    parts = detector(large_face=None).detect(close_up)
+    assert len(parts) > 1  # what the first pass alone reports: several boxes on parts of the face
+    d = detector()
+    d.session = CountingSession(d.session)
+    faces = d.detect(close_up)
+    assert len(faces) == 1
+    x1, y1, x2, y2 = faces.boxes[0]
+    assert x2 - x1 > 0.6 * 800 and y2 - y1 > 0.6 * 920
+    assert max(d.session.shapes[-1]) <= 448 + 64  # the face came from a downscaled pass
+
+
+def test_a_large_photo_with_no_face_found_is_looked_at_downscaled_too():
+    d = detector()
+    d.session = CountingSession(d.session)
+    wall = np.broadcast_to(np.linspace(60, 200, 1200, dtype=np.uint8)[None, :, None], (800, 1200, 3)).copy()
+    assert len(d.detect(wall)) == 0
+    assert (320, 448) in d.session.shapes  # long side 448 (299 padded to 320)
