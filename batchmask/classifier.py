@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .models import verified_model
+from .models import ModelError, verified_model
 
 CROP_MARGIN = 1.3  # square crop side = longest box side × margin, centred on the box
 CLASSES = ("masked", "incorrect", "unmasked")
@@ -61,6 +61,26 @@ def crop_faces(rgb: np.ndarray, boxes: np.ndarray, size: int, margin: float = CR
     return out
 
 
+def stretch_levels(crops: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Each crop's luminance, from its `low` to its `high` percentile, stretched to 0..255.
+
+    One gain and offset for all three channels, so hues stay. Dark, hazy and backlit
+    faces then reach the classifier with the contrast of the faces it learnt from.
+    A crop with almost no contrast (under 8 grey levels) is left alone.
+    """
+    crops = np.asarray(crops)
+    if len(crops) == 0:
+        return crops
+    flat = crops.reshape(len(crops), -1, 3).astype(np.float32)
+    luma = flat @ np.array([0.299, 0.587, 0.114], np.float32)
+    lo, hi = np.percentile(luma, [low, high], axis=1)
+    stretch = hi - lo >= 8
+    gain = np.where(stretch, 255.0 / np.maximum(hi - lo, 1.0), 1.0).astype(np.float32)
+    offset = np.where(stretch, lo, 0.0).astype(np.float32)
+    out = (flat - offset[:, None, None]) * gain[:, None, None]
+    return np.clip(out, 0, 255).round().astype(np.uint8).reshape(crops.shape)
+
+
 class MaskClassifier:
     def __init__(self, model_dir: str | Path, threads: int = 1):
         import onnxruntime as ort
@@ -70,6 +90,14 @@ class MaskClassifier:
         self.input_size = int(meta.get("input_size", 96))
         self.margin = float(meta.get("crop_margin", CROP_MARGIN))
         self.threshold = float(meta.get("threshold", 0.5))
+        # (low, high) percentiles for `stretch_levels`, when `calibrate` chose it; None: crops as cut
+        levels = meta.get("crop_levels")
+        try:
+            self.levels = (float(levels[0]), float(levels[1])) if levels else None
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise ModelError(f"{model_dir}/model.json: crop_levels must be two percentiles, like [1, 99]; got {levels!r}") from None
+        if self.levels and not 0 <= self.levels[0] < self.levels[1] <= 100:
+            raise ModelError(f"{model_dir}/model.json: crop_levels must be two percentiles, like [1, 99]; got {levels!r}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
@@ -83,6 +111,8 @@ class MaskClassifier:
         """
         if len(crops) == 0:
             return np.zeros((0, 3), np.float32)
+        if self.levels:
+            crops = stretch_levels(crops, *self.levels)
         (out,) = self.session.run(None, {self.input_name: crops.astype(np.float32)})
         out = out.reshape(len(crops), -1).astype(np.float32)
         if out.shape[1] == 1:

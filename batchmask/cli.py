@@ -533,7 +533,8 @@ def calibrate(
     if len(choice["skipped"]) > 5:
         err.print(f"… and {len(choice['skipped']) - 5} more unreadable photos (listed in model.json)", style="yellow")
     incorrect = choice["incorrect_noncompliant"]
-    err.print(f"crop margin {choice['margin']:.2f}, threshold {choice['threshold']:.2f} (tuning TNR {choice['tnr']:.3f}, FNR {choice['fnr']:.3f}"
+    levels = ", crop levels stretched" if choice["levels"] else ""
+    err.print(f"crop margin {choice['margin']:.2f}{levels}, threshold {choice['threshold']:.2f} (tuning TNR {choice['tnr']:.3f}, FNR {choice['fnr']:.3f}"
               + ("" if incorrect != incorrect else f", worn-incorrectly faces labelled non-compliant {incorrect:.2f}")
               + f") written to {model / 'model.json'}")
 
@@ -619,7 +620,8 @@ def evaluate(
         summary = _run_with_progress(images, out / "run", options, quiet, warn=False)  # labels are recomputed when scoring
         preds = load_predictions(out / "run" / "faces.jsonl")
         used_threshold = threshold if threshold is not None else clf.threshold
-        source = f"batchmask pipeline, classifier {model_dir.name}, crop margin {clf.margin:g} (run {summary.run_id})"
+        levels = f", crop levels {clf.levels[0]:g}-{clf.levels[1]:g} % stretched" if clf.levels else ""
+        source = f"batchmask pipeline, classifier {model_dir.name}, crop margin {clf.margin:g}{levels} (run {summary.run_id})"
         code = summary.exit_code
     preds = {name: faces for name, faces in preds.items() if name in scored}
     metrics = write_report(boxes, preds, out, used_threshold, title, source, min_width, gt=scored, left_out=absent)
@@ -650,7 +652,7 @@ def _run_input(run_dir: Path) -> Optional[Path]:
 
 
 def _stale_run(run_dir: Path, model_dir: Path) -> bool:
-    """Whether REPORT/run holds rows made with other models, crop margin or detector settings (then every photo is redone)."""
+    """Whether REPORT/run holds rows made with other models, crop margin or levels, or detector settings (then every photo is redone)."""
     import json
     from dataclasses import asdict
 
@@ -666,6 +668,7 @@ def _stale_run(run_dir: Path, model_dir: Path) -> bool:
         return (
             any(recorded[k]["sha256"] != current[k] for k in current)
             or recorded["classifier"].get("crop_margin") != classifier.get("crop_margin")
+            or recorded["classifier"].get("crop_levels") != classifier.get("crop_levels")
             or run["config"]["detector"] != settings
         )
     except (OSError, ValueError, KeyError, ModelError):

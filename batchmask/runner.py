@@ -196,11 +196,13 @@ class RunSession:
         """How this run's labelling differs from the last run's on OUTPUT (its run.json)."""
         try:
             last = json.loads((self.store.root / "run.json").read_text())
-            before = (last["config"]["threshold"], last["config"]["labels"], last["models"]["classifier"]["sha256"])
-        except (OSError, ValueError, KeyError, TypeError):
+            clf = last["models"]["classifier"]
+            before = (last["config"]["threshold"], last["config"]["labels"], clf["sha256"], (clf.get("crop_margin"), clf.get("crop_levels")))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return []
-        now = (self.threshold, self.options.labels, self.classifier_meta["sha256"])
-        names = ("threshold {} → {}", "labels {} → {}", "classifier {:.12} → {:.12}")
+        meta = self.classifier_meta
+        now = (self.threshold, self.options.labels, meta["sha256"], (meta.get("crop_margin"), meta.get("crop_levels")))
+        names = ("threshold {} → {}", "labels {} → {}", "classifier {:.12} → {:.12}", "classifier crop (margin, levels) {} → {}")
         return [name.format(b, n) for name, b, n in zip(names, before, now) if b != n]
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -360,7 +362,8 @@ class RunSession:
             },
             "models": {
                 "detector": {"name": self.detector_meta.get("name"), "sha256": self.detector_meta["sha256"]},
-                "classifier": {"name": self.classifier_meta.get("name"), "sha256": self.classifier_meta["sha256"], "crop_margin": self.classifier_meta.get("crop_margin")},
+                "classifier": {"name": self.classifier_meta.get("name"), "sha256": self.classifier_meta["sha256"], "crop_margin": self.classifier_meta.get("crop_margin"),
+                               "crop_levels": self.classifier_meta.get("crop_levels")},
             },
             "versions": library_versions(),
             "counts": {

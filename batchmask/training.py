@@ -187,7 +187,7 @@ def _augment(tf, stored: int, size: int, centre_frac: float):
         img = tf.cond(chance(0.3), lambda: img * tf.random.uniform([3], 0.85, 1.15), lambda: img)  # white balance
         img = tf.cond(chance(0.25), lambda: lit(tf.clip_by_value(img, 0.0, 255.0)), lambda: img)
         gray = tf.repeat(tf.image.rgb_to_grayscale(img), 3, axis=-1)
-        img = tf.where(chance(0.1), gray, img)
+        img = tf.where(chance(0.3), gray, img)  # greyscale cameras (CCTV, IR at night)
         img = tf.cond(chance(0.15), lambda: occluded(img), lambda: img)
         img = tf.cond(chance(0.2), lambda: blurred(img), lambda: img)
         # low resolution (distant faces): downscale and back up

@@ -323,11 +323,14 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     meta = json.loads((model / "model.json").read_text())
     choice, sweep = meta["threshold_choice"], meta["threshold_choice"]["sweep"]
     assert choice["tuning_photos"] == "first 30 of boxes.csv by sorted name" and list(choice["skipped_photos"]) == [first]
-    assert len(sweep) == 5 * 13 and {row["margin"] for row in sweep} == {1.1, 1.15, 1.2, 1.25, 1.3}
-    chosen = next(row for row in sweep if row["margin"] == meta["crop_margin"] and row["threshold"] == meta["threshold"])
+    assert len(sweep) == 5 * 2 * 13 and {row["margin"] for row in sweep} == {1.1, 1.15, 1.2, 1.25, 1.3}
+    assert {tuple(row["levels"] or ()) for row in sweep} == {(), (1.0, 99.0)}
+    chosen = next(row for row in sweep if row["margin"] == meta["crop_margin"] and row["threshold"] == meta["threshold"]
+                  and row["levels"] == meta.get("crop_levels"))
     within = [row for row in sweep if row["fnr"] + row["fnr_se"] <= 0.1]
     assert within and chosen in within and chosen["tnr"] == max(row["tnr"] for row in within)
     assert f"threshold {meta['threshold']:.2f}" in r.stderr
+    assert ("crop levels stretched" in r.stderr) == ("crop_levels" in meta)
 
     bad = tmp_path / "gt.csv"
     bad.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,hat\n")
@@ -387,3 +390,34 @@ def test_calibration_scores_stay_with_their_faces_when_the_reported_order_differ
     alone = [worker.classifier.predict(img, raw.boxes[i : i + 1])[0, 0] for i in (1, 0)]
     assert np.allclose(shown.mask_scores, alone, atol=1e-5)
     assert shown.mask_scores[0] > shown.mask_scores[1]
+
+
+def test_stretched_levels_brighten_a_dark_crop_and_keep_its_hues():
+    from batchmask.classifier import stretch_levels
+
+    rng = np.random.default_rng(0)
+    dark = (rng.random((2, 96, 96, 3)) * [40, 30, 20] + 10).astype(np.uint8)  # dim, warm
+    flat = np.full((1, 96, 96, 3), 90, np.uint8)
+    out = stretch_levels(np.concatenate([dark, flat]))
+    assert out.dtype == np.uint8 and out.shape == (3, 96, 96, 3)
+    luma = out[:2].astype(float) @ [0.299, 0.587, 0.114]
+    assert np.percentile(luma, 1) < 16 and np.percentile(luma, 99) > 235  # the crop spans the range now (was 15..40)
+    means = out[:2].reshape(2, -1, 3).mean(1)
+    assert (means[:, 0] > means[:, 1]).all() and (means[:, 1] > means[:, 2]).all()  # still warm: one gain for all channels
+    assert (out[2] == 90).all()  # nothing to stretch in a flat crop
+    assert stretch_levels(np.zeros((0, 96, 96, 3), np.uint8)).shape == (0, 96, 96, 3)
+
+
+def test_a_model_with_crop_levels_classifies_stretched_crops(tmp_path):
+    from batchmask.classifier import MaskClassifier, stretch_levels
+    from batchmask.models import ModelError
+
+    crops = (np.random.default_rng(1).random((3, 96, 96, 3)) * 60).astype(np.uint8)
+    plain = MaskClassifier(edited_model(tmp_path / "plain", crop_levels=None))
+    levelled = MaskClassifier(edited_model(tmp_path / "levels", crop_levels=[1, 99]))
+    assert levelled.levels == (1.0, 99.0) and plain.levels is None
+    assert np.allclose(levelled.predict_crops(crops), plain.predict_crops(stretch_levels(crops)), atol=1e-6)
+    assert not np.allclose(levelled.predict_crops(crops), plain.predict_crops(crops), atol=1e-3)
+    for bad in ("yes", [99, 1], [5]):
+        with pytest.raises(ModelError, match="crop_levels must be two percentiles"):
+            MaskClassifier(edited_model(tmp_path / "levels", crop_levels=bad))

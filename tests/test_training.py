@@ -99,7 +99,7 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     r = batchmask("calibrate", both, "--images", webcam / "images", "--boxes", webcam / "boxes.csv", "--tuning", "20", "-q")
     assert r.returncode == 0, r.stderr[-3000:]
     calibrated = json.loads((both / "model.json").read_text())
-    assert len(calibrated["threshold_choice"]["sweep"]) == 5 * 13
+    assert len(calibrated["threshold_choice"]["sweep"]) == 5 * 2 * 13
     report = tmp_path / "report"
     r = batchmask("evaluate", webcam / "images", "--boxes", webcam / "boxes.csv", "--model", both, "--out", report, "-q")
     assert r.returncode == 0, r.stderr[-3000:]

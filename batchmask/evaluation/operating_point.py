@@ -1,11 +1,12 @@
-"""Choose a classifier's crop margin and mask threshold on annotated real photos.
+"""Choose a classifier's crop margin, crop levels and mask threshold on annotated real photos.
 
 The default detector runs over the first `tuning` photos by sorted name (the rest
 stay held out for the report) and every detected face is classified at each crop
-margin. Rule, per margin: the threshold with the highest TNR whose FNR plus one
+margin, with the crops as cut and with their levels stretched (`stretch_levels`).
+Rule, per margin and levels: the threshold with the highest TNR whose FNR plus one
 standard error stays within `max_fnr` (ties: the higher threshold); then the
-margin whose choice gives the highest TNR (ties: lower FNR, then the margin
-nearest the training framing). The standard error is there because a rule that
+variant whose choice gives the highest TNR (ties: lower FNR, then the margin
+nearest the training framing, then crops as cut). The standard error is there because a rule that
 rides the limit exactly did not hold beyond the tuning photos (README, "Classifier").
 """
 
@@ -17,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..classifier import CROP_MARGIN, crop_faces
+from ..classifier import CROP_MARGIN, crop_faces, stretch_levels
 from ..faces import Faces
 from ..images import ImageError, load_image
 from ..models import default_detector_path
@@ -27,25 +28,34 @@ from .metrics import Prediction, compute_metrics
 
 MARGINS = (1.1, 1.15, 1.2, 1.25, 1.3)
 THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.20, 0.801, 0.05), 2))
+LEVELS = (None, (1.0, 99.0))  # crops as cut; luminance from the 1st to the 99th percentile stretched
 
 
 class CalibrationError(Exception):
     """Nothing to calibrate on."""
 
 
-def classified_at_margin(worker, img: np.ndarray, raw: Faces, margin: float) -> Faces:
-    """The detector's faces classified from crops at `margin`, in the reported convention
-    (and order: `reported` sorts, so the scores travel inside the Faces)."""
+def classified_at_margin(worker, img: np.ndarray, raw: Faces, margin: float, levels: tuple[float, float] | None = None) -> Faces:
+    """The detector's faces classified from crops at `margin` (levels stretched when given, instead
+    of the model's own setting), in the reported convention (and order: `reported` sorts, so the
+    scores travel inside the Faces)."""
     faces = raw[np.arange(len(raw))]
     if len(faces):
-        faces.set_probabilities(worker.classifier.predict_crops(crop_faces(img, raw.boxes, worker.classifier.input_size, margin)))
+        crops = crop_faces(img, raw.boxes, worker.classifier.input_size, margin)
+        classifier = worker.classifier
+        own, classifier.levels = classifier.levels, None
+        try:
+            faces.set_probabilities(classifier.predict_crops(stretch_levels(crops, *levels) if levels else crops))
+        finally:
+            classifier.levels = own
     return worker.detector.reported(faces, *img.shape[:2])
 
 
 def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int = 300, max_fnr: float = 0.05,
                            margins: tuple[float, ...] = MARGINS, thresholds: tuple[float, ...] = THRESHOLDS,
+                           levels: tuple[tuple[float, float] | None, ...] = LEVELS,
                            progress: Callable[[int, int], None] | None = None) -> dict:
-    """Sweep margins × thresholds, write the choice and the sweep into MODEL/model.json; returns the chosen row.
+    """Sweep margins × levels × thresholds, write the choice and the sweep into MODEL/model.json; returns the chosen row.
 
     Unreadable photos are left out (listed under "skipped" and in model.json).
     """
@@ -55,7 +65,8 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
     names = sorted(gt)[:tuning]
     tuning_gt = {k: gt[k] for k in names}
     worker = Worker(WorkerConfig(str(default_detector_path()), str(model)))
-    preds: dict[float, dict[str, list[Prediction]]] = {m: {} for m in margins}
+    variants = [(m, lv) for m in margins for lv in levels]
+    preds: dict[tuple, dict[str, list[Prediction]]] = {v: {} for v in variants}
     skipped: dict[str, str] = {}
     for i, name in enumerate(names):
         try:
@@ -66,9 +77,9 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
             continue
         img = loaded.pixels
         raw = worker.detector.detect(img)
-        for m in margins:
-            shown = classified_at_margin(worker, img, raw, m).scaled(loaded.scale, loaded.height / img.shape[0])
-            preds[m][name] = [Prediction(b.tolist(), float(s), float(q), float(r))
+        for m, lv in variants:
+            shown = classified_at_margin(worker, img, raw, m, lv).scaled(loaded.scale, loaded.height / img.shape[0])
+            preds[(m, lv)][name] = [Prediction(b.tolist(), float(s), float(q), float(r))
                               for b, s, q, r in zip(shown.boxes, shown.det_scores, shown.mask_scores, shown.incorrect_scores)]
         if progress:
             progress(i + 1, len(names))
@@ -76,20 +87,20 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
     if not tuning_gt:
         name, reason = next(iter(skipped.items()))
         raise CalibrationError(f"none of the {len(names)} tuning photos could be read from {images} (first: {name}: {reason})")
-    counts = compute_metrics(tuning_gt, preds[margins[0]], 0.5)["table"]
+    counts = compute_metrics(tuning_gt, preds[variants[0]], 0.5)["table"]
     for label in ("masked", "unmasked"):
         if not counts[label]["ground_truth"]:
             raise CalibrationError(f"the {len(tuning_gt)} tuning photos have no {label} face at least 16 px wide: "
                                    "TNR and FNR cannot both be measured")
     rows, best = [], []
-    for m in margins:
+    for m, lv in variants:
         per = []
         for t in thresholds:
-            r = compute_metrics(tuning_gt, preds[m], t)
+            r = compute_metrics(tuning_gt, preds[(m, lv)], t)
             n = r["table"]["masked"]["ground_truth"]
             se = float(np.sqrt(r["fnr"] * (1 - r["fnr"]) / max(1, n)))
             three = r["three_labels"] or {}
-            per.append({"margin": m, "threshold": t, "tnr": round(r["tnr"], 4), "fnr": round(r["fnr"], 4), "fnr_se": round(se, 4),
+            per.append({"margin": m, "levels": list(lv) if lv else None, "threshold": t, "tnr": round(r["tnr"], 4), "fnr": round(r["fnr"], 4), "fnr_se": round(se, 4),
                         "incorrect_noncompliant": round(three.get("incorrect_labelled_noncompliant", float("nan")), 4),
                         "incorrect_exact": round(three.get("incorrect_labelled_incorrect", float("nan")), 4)})
         ok = [r for r in per if r["fnr"] + r["fnr_se"] <= max_fnr]
@@ -100,17 +111,21 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
         low = min(rows, key=lambda r: (r["fnr"] + r["fnr_se"], -r["tnr"]))
         raise CalibrationError(
             f"no crop margin and threshold keeps FNR + 1 SE within {max_fnr} on the tuning photos (lowest: FNR {low['fnr']:.3f} "
-            f"+ {low['fnr_se']:.3f} at margin {low['margin']:g}, threshold {low['threshold']:.2f}); model.json is unchanged. "
+            f"+ {low['fnr_se']:.3f} at margin {low['margin']:g}{', levels stretched' if low['levels'] else ''}, threshold {low['threshold']:.2f}); model.json is unchanged. "
             "Raise --max-fnr, or use a better model")
-    choice = max(best, key=lambda r: (r["tnr"], -r["fnr"], -abs(r["margin"] - CROP_MARGIN)))
+    choice = max(best, key=lambda r: (r["tnr"], -r["fnr"], -abs(r["margin"] - CROP_MARGIN), r["levels"] is None))
 
     meta_path = Path(model) / "model.json"
     meta = json.loads(meta_path.read_text())
     meta["threshold"] = choice["threshold"]
     meta["crop_margin"] = choice["margin"]
+    if choice["levels"]:
+        meta["crop_levels"] = choice["levels"]
+    else:
+        meta.pop("crop_levels", None)
     meta["threshold_choice"] = {
-        "rule": f"per crop margin, the highest TNR with FNR + 1 SE <= {max_fnr} (ties: higher threshold); "
-                "then the margin with the highest TNR (ties: lower FNR)",
+        "rule": f"per crop margin and levels, the highest TNR with FNR + 1 SE <= {max_fnr} (ties: higher threshold); "
+                "then the variant with the highest TNR (ties: lower FNR, margin nearest the training framing, crops as cut)",
         "tuning_photos": f"first {len(names)} of {Path(boxes).name} by sorted name",
         "skipped_photos": skipped,
         "sweep": rows,
