@@ -385,7 +385,7 @@ def test_calibration_scores_stay_with_their_faces_when_the_reported_order_differ
     img = np.ascontiguousarray(np.hstack([astronaut(), masked]))
     # unmasked face on the left (raw top 40), masked on the right (raw top 45, but shorter: reported top higher)
     raw = Faces(np.array([[170, 40, 290, 240], [682, 45, 792, 165]], float), np.array([0.99, 0.9]), np.zeros((2, 5, 2)))
-    shown = classified_at_margin(worker, img, raw, worker.classifier.margin)
+    shown = classified_at_margin(worker, img, raw, worker.classifier.margin, worker.classifier.levels)
     assert list(shown.det_scores.round(2)) == [0.9, 0.99]  # the reported order differs from the raw order
     alone = [worker.classifier.predict(img, raw.boxes[i : i + 1])[0, 0] for i in (1, 0)]
     assert np.allclose(shown.mask_scores, alone, atol=1e-5)
