@@ -109,10 +109,12 @@ class MaskClassifier:
 
         A two-class model (one output, P(masked)) gives P(incorrect) = 0.
         """
+        return self.classify(stretch_levels(crops, *self.levels) if self.levels else crops)
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        """`predict_crops` without the model's crop levels: the network on the crops as given."""
         if len(crops) == 0:
             return np.zeros((0, 3), np.float32)
-        if self.levels:
-            crops = stretch_levels(crops, *self.levels)
         (out,) = self.session.run(None, {self.input_name: crops.astype(np.float32)})
         out = out.reshape(len(crops), -1).astype(np.float32)
         if out.shape[1] == 1:

@@ -233,22 +233,22 @@ class RetinaFace:
         return Faces(boxes, scores[idx], pts).scaled(sx, sy)
 
 
-def _inside_any(boxes: np.ndarray, others: np.ndarray, share: float) -> np.ndarray:
-    """True for each box with at least `share` of its area inside one of `others`."""
+def _share_inside(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """[i, j]: the share of box i's area that lies inside box j."""
     tl = np.maximum(boxes[:, None, :2], others[None, :, :2])
     br = np.minimum(boxes[:, None, 2:], others[None, :, 2:])
     inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    return (inter >= share * np.maximum(area, 1e-6)[:, None]).any(1)
+    return inter / np.maximum(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1), 1e-6)[:, None]
+
+
+def _inside_any(boxes: np.ndarray, others: np.ndarray, share: float) -> np.ndarray:
+    """True for each box with at least `share` of its area inside one of `others`."""
+    return (_share_inside(boxes, others) >= share).any(1)
 
 
 def _inside_larger(boxes: np.ndarray, share: float) -> np.ndarray:
     """True for each box with at least `share` of its area inside a larger box."""
     if len(boxes) < 2:
         return np.zeros(len(boxes), bool)
-    tl = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    br = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
     area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    larger = area[None, :] > area[:, None]
-    return ((inter >= share * np.maximum(area, 1e-6)[:, None]) & larger).any(1)
+    return ((_share_inside(boxes, boxes) >= share) & (area[None, :] > area[:, None])).any(1)

@@ -42,12 +42,7 @@ def classified_at_margin(worker, img: np.ndarray, raw: Faces, margin: float, lev
     faces = raw[np.arange(len(raw))]
     if len(faces):
         crops = crop_faces(img, raw.boxes, worker.classifier.input_size, margin)
-        classifier = worker.classifier
-        own, classifier.levels = classifier.levels, None
-        try:
-            faces.set_probabilities(classifier.predict_crops(stretch_levels(crops, *levels) if levels else crops))
-        finally:
-            classifier.levels = own
+        faces.set_probabilities(worker.classifier.classify(stretch_levels(crops, *levels) if levels else crops))
     return worker.detector.reported(faces, *img.shape[:2])
 
 
