@@ -306,6 +306,12 @@ def test_evaluate_redoes_the_photos_when_the_crop_margin_changes(tmp_path):
     assert run["models"]["classifier"]["crop_margin"] == 1.6
     again = [json.loads(line)["mask_score"] for line in open(out / "run" / "faces.jsonl")]
     assert len(again) == len(first) and again != first
+    assert json.loads((model / "model.json").read_text())["crop_levels"]  # the shipped model stretches crop levels
+    edited_model(model, crop_levels=None)
+    assert batchmask(*args).returncode == 0
+    assert json.loads((out / "run" / "run.json").read_text())["models"]["classifier"]["crop_levels"] is None
+    plain = [json.loads(line)["mask_score"] for line in open(out / "run" / "faces.jsonl")]
+    assert len(plain) == len(first) and plain != again
 
 
 @needs_shared

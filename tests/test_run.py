@@ -311,3 +311,13 @@ def test_changed_labelling_settings_are_announced_and_every_run_is_on_record(tmp
     r = batchmask("run", src, out, "-q", "-w", "1", "--threshold", "0.3", "--labels", "2")
     assert "other settings" not in r.stderr
     assert json.loads(open(out / "runs.jsonl").read().splitlines()[-1])["config"]["labels"] == 2  # the next record is whole
+
+    # the same classifier file with its crop levels switched off labels differently: also announced
+    model = tmp_path / "model"
+    shutil.copytree(default_classifier_dir(), model)
+    meta = json.loads((model / "model.json").read_text())
+    levels = meta.pop("crop_levels")
+    (model / "model.json").write_text(json.dumps(meta))
+    r = batchmask("run", src, out, "-q", "-w", "1", "--threshold", "0.3", "--labels", "2", "--model", model)
+    assert r.returncode == 0, r.stderr
+    assert f"classifier crop (margin, levels) ({meta['crop_margin']}, {levels}) → ({meta['crop_margin']}, None)" in r.stderr
