@@ -497,14 +497,14 @@ def ensemble(
 
 @app.command()
 def calibrate(
-    model: Path = typer.Argument(..., help="Classifier model directory; its model.json gets the chosen crop margin and threshold."),
+    model: Path = typer.Argument(..., help="Classifier model directory; its model.json gets the chosen crop margin, crop levels and threshold."),
     images: Path = typer.Option(..., "--images", help="Folder of annotated real photos."),
     boxes: Path = typer.Option(..., "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
     tuning: int = typer.Option(300, min=1, help="Use the first N photos by sorted name; keep the rest held out for evaluation."),
     max_fnr: float = typer.Option(0.05, min=0.0, max=1.0, help="FNR limit (FNR + one standard error must stay within it)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Choose the classifier's crop margin and mask threshold on annotated real photos (highest TNR within the FNR limit)."""
+    """Choose the classifier's crop margin, crop levels and mask threshold on annotated real photos (highest TNR within the FNR limit)."""
     if not (model / "model.json").is_file():
         _fail(f"not a model directory (no model.json): {model}", EXIT_USAGE)
     if not images.is_dir():
