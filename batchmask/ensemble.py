@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .classifier import CLASSES
 from .models import ModelError, verified_model
+from .onnx_rewrite import fuse_hard_activations
 from .storage import atomic_write_text
 
 INPUT = "input"
@@ -50,6 +51,8 @@ def combine(members: list[Path], out: Path) -> dict:
 
     target = max(default_opset(m) for m in models)
     models = [m if default_opset(m) == target else onnx.version_converter.convert_version(m, target) for m in models]
+    for model in models:
+        fuse_hard_activations(model)  # members exported before the rewrite existed get it too
     graphs, opsets, ir = [], {}, 0
     for i, model in enumerate(models):
         model = compose.add_prefix(model, f"m{i}_")

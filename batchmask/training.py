@@ -340,12 +340,17 @@ def _describe(model, backbone: Path | None, scratch: bool) -> str:
 
 
 def export_onnx(model, path: Path, input_size: int) -> None:
+    import onnx
     import tensorflow as tf
     import tf2onnx
 
+    from .onnx_rewrite import fuse_hard_activations
+
     spec = (tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="input"),)
     tmp = path.with_suffix(".onnx.tmp")
-    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(tmp))
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    fuse_hard_activations(proto)
+    onnx.save(proto, str(tmp))
     tmp.replace(path)
 
 

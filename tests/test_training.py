@@ -55,6 +55,9 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     meta = json.loads((model / "model.json").read_text())
     assert meta["training"]["epochs_run"] == 1 and 0 <= meta["threshold"] <= 1
     assert (model / "training_curves.png").is_file()
+    import onnx
+
+    assert "HardSwish" in {n.op_type for n in onnx.load(str(model / "model.onnx")).graph.node}  # the export is rewritten (batchmask.onnx_rewrite)
     clf = MaskClassifier(model)
     assert clf.input_size == 96
 
