@@ -23,7 +23,7 @@ from .annotate import annotate
 from .classifier import MaskClassifier, crop_faces
 from .detector import DetectorConfig, RetinaFace
 from .faces import Faces
-from .images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from .images import DEFAULT_MAX_PIXELS, EXTENSIONS, ImageError, load_image
 from .storage import UnsafePathError, atomic_write_bytes, safe_join
 
 ANNOTATED_DIR = "annotated"
@@ -50,8 +50,17 @@ class WorkerConfig:
 
 
 def annotated_name(rel: str) -> str:
-    """Annotated copies keep the input's name; formats not worth re-encoding become PNG."""
-    return rel if os.path.splitext(rel)[1].lower() in _KEEP_EXT else rel + ".png"
+    """Annotated copies keep the input's name; formats not worth re-encoding get `.png`
+    appended (`x.gif` -> `x.gif.png`). A PNG already named like such a copy (`x.gif.png`,
+    `x.gif.png.png`, ...) gets one `.png` more, so two inputs never share a copy."""
+    if os.path.splitext(rel)[1].lower() not in _KEEP_EXT:
+        return rel + ".png"
+    stem = rel
+    while stem.lower().endswith(".png"):
+        stem = stem[:-4]
+    if stem != rel and os.path.splitext(stem)[1].lower() in EXTENSIONS - _KEEP_EXT:
+        return rel + ".png"
+    return rel
 
 
 class PhotoTimeout(BaseException):

@@ -321,3 +321,22 @@ def test_changed_labelling_settings_are_announced_and_every_run_is_on_record(tmp
     r = batchmask("run", src, out, "-q", "-w", "1", "--threshold", "0.3", "--labels", "2", "--model", model)
     assert r.returncode == 0, r.stderr
     assert f"classifier crop (margin, levels) ({meta['crop_margin']}, {levels}) → ({meta['crop_margin']}, None)" in r.stderr
+
+
+def test_inputs_whose_annotated_copies_would_share_a_name_keep_one_copy_each(tmp_path):
+    from batchmask.worker import annotated_name
+
+    names = ["x.gif", "x.gif.png", "x.gif.png.png", "x.png", "x.png.png", "x.jfif", "x.jfif.PNG", "y.jpg", "z.avif.jpg"]
+    assert len({annotated_name(n) for n in names}) == len(names)
+    assert [annotated_name(n) for n in ("x.gif", "x.png", "y.jpg", "x.gif.png")] == ["x.gif.png", "x.png", "y.jpg", "x.gif.png.png"]
+
+    src = tmp_path / "in"
+    src.mkdir()
+    face = Image.open(SAMPLES / "astronaut.jpg").convert("RGB")
+    sizes = {"x.gif": 300, "x.gif.png": 260, "x.gif.png.png": 220}
+    for name, side in sizes.items():
+        face.resize((side, side)).save(src / name, "GIF" if name.endswith(".gif") else "PNG")
+    out = tmp_path / "out"
+    assert batchmask("run", src, out, "-q").returncode == 0
+    copies = {p.name: Image.open(p).size for p in (out / "annotated").iterdir()}
+    assert copies == {annotated_name(n): (side, side) for n, side in sizes.items()}
