@@ -2,7 +2,7 @@ import numpy as np
 
 from batchmask.detector import DetectorConfig, RetinaFace
 from batchmask.models import default_detector_path
-from conftest import SAMPLES, astronaut
+from conftest import SAMPLES, SHARED_DATA, astronaut, needs_shared
 from PIL import Image
 
 
@@ -163,3 +163,46 @@ def test_a_large_photo_with_no_face_found_is_looked_at_downscaled_too():
     wall = np.broadcast_to(np.linspace(60, 200, 1200, dtype=np.uint8)[None, :, None], (800, 1200, 3)).copy()
     assert len(d.detect(wall)) == 0
     assert (320, 448) in d.session.shapes  # long side 448 (299 padded to 320)
+
+
+def test_greyscale_is_told_apart_from_colour_and_tinting_keeps_luminance():
+    import cv2
+
+    from batchmask.detector import is_greyscale, tinted
+
+    rgb = astronaut()
+    grey = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+    assert not is_greyscale(rgb) and is_greyscale(grey)
+    stamped = grey.copy()
+    stamped[5:12, 5:60] = (255, 0, 0)  # a CCTV timestamp in red
+    assert is_greyscale(stamped)
+    sepia = tinted(grey, (1.0, 0.8, 0.6))
+    assert not is_greyscale(sepia)  # an old toned print has a hue of its own: left as it is
+    unsaturated = grey[..., 0] < 200
+    back = cv2.cvtColor(tinted(grey, (1.0, 0.8, 0.65)), cv2.COLOR_RGB2GRAY).astype(int)
+    assert np.abs(back - grey[..., 0])[unsaturated].max() <= 2
+
+
+@needs_shared
+def test_greyscale_photos_are_tinted_for_the_detector_and_it_finds_more_faces():
+    """The first 60 Kaggle photos made grey: the tint brings back faces the detector loses without colour."""
+    import cv2
+
+    from batchmask.evaluation.groundtruth import load_ground_truth
+    from batchmask.evaluation.metrics import Prediction, compute_metrics
+    from batchmask.images import load_image
+
+    folder = SHARED_DATA / "kaggle_andrewmvd_facemask"
+    gt = load_ground_truth(folder / "boxes.csv")
+    names = sorted(gt)[:60]
+    found = {}
+    for tint in (None, DetectorConfig().grey_tint):
+        det = detector(grey_tint=tint)
+        preds = {}
+        for name in names:
+            rgb = load_image(str(folder / "images" / name)).pixels
+            grey = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+            faces = det.reported(det.detect(grey), *grey.shape[:2])
+            preds[name] = [Prediction(b.tolist(), float(s), 0.5, 0.0) for b, s in zip(faces.boxes, faces.det_scores)]
+        found[tint] = compute_metrics({n: gt[n] for n in names}, preds, 0.5)["recall"]
+    assert found[DetectorConfig().grey_tint] >= found[None] + 0.03, found
