@@ -206,3 +206,39 @@ def test_greyscale_photos_are_tinted_for_the_detector_and_it_finds_more_faces():
             preds[name] = [Prediction(b.tolist(), float(s), 0.5, 0.0) for b, s in zip(faces.boxes, faces.det_scores)]
         found[tint] = compute_metrics({n: gt[n] for n in names}, preds, 0.5)["recall"]
     assert found[DetectorConfig().grey_tint] >= found[None] + 0.03, found
+
+
+def test_a_washed_out_photo_is_stretched_for_the_detector_and_a_normal_one_is_left_alone():
+    from batchmask.detector import luminance_range, stretched
+
+    rgb = astronaut()
+    lo, hi = luminance_range(rgb)
+    assert hi - lo >= DetectorConfig().min_contrast  # a well exposed photo: the detector sees it as it is
+    washed = (rgb.astype(np.float32) * 0.5 + 110).astype(np.uint8)
+    lo, hi = luminance_range(washed)
+    assert hi - lo < DetectorConfig().min_contrast
+    lo2, hi2 = luminance_range(stretched(washed, lo, hi, 200))
+    assert abs((hi2 - lo2) - 200) <= 3 and abs((hi2 + lo2) / 2 - 127.5) <= 3
+    assert len(detector().detect(washed)) == 1
+
+
+@needs_shared
+def test_low_contrast_photos_keep_their_faces():
+    """The first 60 Kaggle photos at half contrast, lifted: the stretch brings back faces lost to the haze."""
+    from batchmask.evaluation.groundtruth import load_ground_truth
+    from batchmask.evaluation.metrics import Prediction, compute_metrics
+    from batchmask.images import load_image
+
+    folder = SHARED_DATA / "kaggle_andrewmvd_facemask"
+    gt = load_ground_truth(folder / "boxes.csv")
+    names = sorted(gt)[:60]
+    found = {}
+    for contrast in (None, DetectorConfig().min_contrast):
+        det = detector(min_contrast=contrast)
+        preds = {}
+        for name in names:
+            washed = (load_image(str(folder / "images" / name)).pixels.astype(np.float32) * 0.5 + 110).astype(np.uint8)
+            faces = det.reported(det.detect(washed), *washed.shape[:2])
+            preds[name] = [Prediction(b.tolist(), float(s), 0.5, 0.0) for b, s in zip(faces.boxes, faces.det_scores)]
+        found[contrast] = compute_metrics({n: gt[n] for n in names}, preds, 0.5)["recall"]
+    assert found[DetectorConfig().min_contrast] >= found[None] + 0.03, found
