@@ -123,8 +123,10 @@ class RetinaFace:
                 factors.append(f)
         return factors
 
-    def detect(self, rgb: np.ndarray) -> Faces:
-        """Faces in an RGB uint8 image (H×W×3), boxes in that image's pixels."""
+    def detect(self, rgb: np.ndarray, pad: int = 0) -> Faces:
+        """Faces in an RGB uint8 image (H×W×3), boxes in that image's pixels. `pad` px of the
+        mean colour are added around it first (tight face crops: the face reaches the edges);
+        boxes may then reach outside the image."""
         cfg = self.config
         sample = _grid(rgb)
         grey = cfg.grey_tint is not None and is_greyscale(sample)
@@ -134,6 +136,13 @@ class RetinaFace:
                 rgb = stretched(rgb, lo, hi, cfg.min_contrast)
         if grey:
             rgb = tinted(rgb, cfg.grey_tint)
+        if pad:
+            rgb = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=_MEAN_RGB)
+            return self._detect(rgb).shifted(-pad, -pad)
+        return self._detect(rgb)
+
+    def _detect(self, rgb: np.ndarray) -> Faces:
+        cfg = self.config
         h, w = rgb.shape[:2]
         factors = self.plan(h, w)
         base = min(factors)

@@ -90,12 +90,7 @@ class Worker:
 
     def detect_raw(self, rgb: np.ndarray) -> Faces:
         """Classified faces with the detector's own boxes (what the classifier crops from)."""
-        pad = int(round(self.config.crop_pad * max(rgb.shape[:2])))
-        if pad:
-            padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(123, 117, 104))
-            faces = self.detector.detect(padded).shifted(-pad, -pad)
-        else:
-            faces = self.detector.detect(rgb)
+        faces = self.detector.detect(rgb, pad=int(round(self.config.crop_pad * max(rgb.shape[:2]))))
         h, w = rgb.shape[:2]
         if len(faces) == 0 and max(h, w) <= self.config.crop_fallback_side:
             faces = Faces([[0, 0, w, h]], [0.0], np.zeros((1, 5, 2)))

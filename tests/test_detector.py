@@ -242,3 +242,20 @@ def test_low_contrast_photos_keep_their_faces():
             preds[name] = [Prediction(b.tolist(), float(s), 0.5, 0.0) for b, s in zip(faces.boxes, faces.det_scores)]
         found[contrast] = compute_metrics({n: gt[n] for n in names}, preds, 0.5)["recall"]
     assert found[DetectorConfig().min_contrast] >= found[None] + 0.03, found
+
+
+def test_padding_for_tight_crops_comes_after_the_colour_and_contrast_checks():
+    """data build pads tight crops with the mean colour; the border must not make a grey crop look coloured."""
+    import cv2
+
+    from batchmask.detector import tinted
+
+    det = detector()
+    grey = np.repeat(cv2.cvtColor(astronaut(), cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)[40:300, 120:330]
+    pad = 60
+    got = det.detect(grey, pad=pad)
+    by_hand = cv2.copyMakeBorder(tinted(grey, DetectorConfig().grey_tint), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(123, 117, 104))
+    want = det._detect(by_hand).shifted(-pad, -pad)
+    assert len(got) == len(want) >= 1
+    np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+    np.testing.assert_allclose(got.det_scores, want.det_scores, atol=1e-6)
