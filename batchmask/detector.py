@@ -10,6 +10,10 @@ a low score threshold, and the larger passes look only at the region around its
 small, uncertain candidates (the whole photo when it found no face at all). A
 selfie then costs one small pass, a crowd photo one small pass plus the part of
 the photo where the crowd is.
+
+Before any pass, a greyscale photo is tinted to a skin-like hue and a washed-out one is
+stretched to more contrast: RetinaFace loses faces on both (`grey_tint`, `min_contrast`).
+Only the detector sees these changes.
 """
 
 from __future__ import annotations
