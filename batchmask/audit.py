@@ -15,6 +15,7 @@ import html
 import io
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from .remote import RemoteError, is_url, read_bytes
 from .remote import join as remote_join
-from .sinks import spreadsheet_safe
+from .sinks import REWRITES, spreadsheet_safe
 from .storage import UnsafePathError, atomic_write_bytes, atomic_write_text, safe_join
 from .worker import ANNOTATED_DIR, annotated_name
 
@@ -79,19 +80,45 @@ def _locate(root, rel: str) -> str | None:
     return str(path) if path.is_file() else None
 
 
+def _rewrites(out) -> int:
+    """OUTPUT's rewrite counter (odd while a rewrite is under way; see sinks.OutputStore._rewrite)."""
+    try:
+        return int((_read(out, REWRITES) or b"0").strip() or 0)
+    except ValueError:
+        return 0
+
+
+def _committed_tables(out, attempts: int = 100) -> dict[str, bytes | None]:
+    """images.csv and faces.csv as of the ledger's last committed photo, read between two
+    looks at the rewrite counter: a run replacing a changed photo's rows rewrites every file,
+    and tables read across such a rewrite would not match each other, so they are read again."""
+    for _ in range(attempts):
+        count = _rewrites(out)
+        if count % 2 == 0:
+            lengths = _committed_lengths(out) or {}
+            tables = {name: _read(out, name) for name in ("images.csv", "faces.csv")}
+            if _rewrites(out) == count:
+                break
+        time.sleep(0.02)
+    else:
+        raise AuditError(f"{out} was being rewritten all the while it was read (or a run was killed while rewriting it: "
+                         "running that command again repairs it); try again")
+    for name, data in tables.items():
+        if data is not None and name in lengths:
+            tables[name] = data[: lengths[name]]
+    return tables
+
+
 def load_tables(outputs: list):
     """images and faces of every OUTPUT (folders or URLs) as two DataFrames (text kept as text), keyed by (output, image)."""
     import pandas as pd
 
     images, faces = [], []
     for out in outputs:
-        lengths = _committed_lengths(out) or {}
-        tables = {name: _read(out, name) for name in ("images.csv", "faces.csv")}
+        tables = _committed_tables(out)
         for name, data in tables.items():
             if data is None:
                 raise AuditError(f"{out} has no {name}: is it a batchmask OUTPUT folder?")
-            if name in lengths:
-                tables[name] = data[: lengths[name]]
         img = pd.read_csv(io.BytesIO(tables["images.csv"]), dtype=str, keep_default_na=False)
         fac = pd.read_csv(io.BytesIO(tables["faces.csv"]), dtype=str, keep_default_na=False)
         for df in (img, fac):

@@ -13,7 +13,9 @@ line is complete. On open, each table is cut back to the length the last
 complete ledger line records (dropping rows of a run killed mid-write), or
 rebuilt from the ledger if it is shorter; so a kill at any moment loses
 nothing committed and duplicates nothing. Replacing the rows of changed photos
-rewrites all four files through temporary files and renames, ledger last.
+rewrites all four files through temporary files and renames, ledger last,
+between two steps of `.batchmask/rewrites` (odd meanwhile), so that a reader
+can tell when it read across one.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from filelock import FileLock, Timeout
 from .storage import atomic_write_text, fsync_dir
 
 STATE_DIR = ".batchmask"
+REWRITES = f"{STATE_DIR}/rewrites"  # a counter, odd while a rewrite is under way (readers: audit)
 FACE_COLUMNS = ["image", "face", "x1", "y1", "x2", "y2", "det_score", "mask_score", "incorrect_score", "label", "run_id", "detector", "classifier"]
 IMAGE_COLUMNS = ["image", "status", "faces", "masked", "incorrect", "unmasked", "error", "ms", "width", "height", "taken", "camera", "mtime", "run_id"]
 TABLES = ("faces.csv", "faces.jsonl", "images.csv")
@@ -115,8 +118,19 @@ class OutputStore:
         self._load_ledger()
         self._load_archived()
         self._repair_tables()
+        self._settle_rewrites()
         self._open_for_append()
         return self
+
+    def _settle_rewrites(self) -> None:
+        """A rewrite killed half-way left the counter odd; the files were just repaired from the ledger."""
+        counter = self.root / REWRITES
+        try:
+            count = int(counter.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return
+        if count % 2:
+            atomic_write_text(counter, f"{count + 1}\n")
 
     def _acquire_lock(self) -> None:
         info = self.state / "lock.info"
@@ -245,6 +259,19 @@ class OutputStore:
         self._open_for_append()
 
     def _rewrite(self, entries: list[dict]) -> None:
+        """All four files replaced, between two steps of the rewrite counter (odd meanwhile),
+        so that a reader (`batchmask report`) can tell it read across a rewrite."""
+        counter = self.root / REWRITES
+        try:
+            count = int(counter.read_text().strip() or 0)
+        except (OSError, ValueError):
+            count = 0
+        count += 1 + count % 2  # odd: under way
+        atomic_write_text(counter, f"{count}\n")
+        self._rewrite_files(entries)
+        atomic_write_text(counter, f"{count + 1}\n")
+
+    def _rewrite_files(self, entries: list[dict]) -> None:
         chunks = {t: [HEADERS[t]] for t in TABLES}
         lengths = {t: len(HEADERS[t]) for t in TABLES}
         ledger_lines = []

@@ -126,3 +126,59 @@ def test_report_rejects_bad_arguments(audited, tmp_path):
     r = batchmask("report", tmp_path / "empty", "--out", tmp_path / "r.csv")
     assert r.returncode == 2 and "is it a batchmask OUTPUT folder" in r.stderr
     shutil.rmtree(tmp_path / "empty")
+
+
+def test_a_report_taken_while_rows_are_replaced_sees_one_consistent_state(audited, tmp_path):
+    """Another process keeps replacing one photo's rows (every file rewritten each time, as a
+    run does for a changed photo) while the tables are read: each read sees the state before
+    or after a replacement, never images.csv of one and faces.csv of the other."""
+    import subprocess
+    import sys
+    import time
+
+    from batchmask.audit import load_tables
+
+    root, out = audited
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    images, faces = load_tables([copy])
+    per_image = faces.groupby("image").size().to_dict()
+    target = "lobby/a1.jpg"
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from batchmask.sinks import OutputStore
+store = OutputStore({str(copy)!r}).open()
+entry = store.entries[{target!r}]
+end = time.monotonic() + 4
+while time.monotonic() < end:
+    store.forget({{{target!r}}})
+    store.add(dict(entry))
+    store.commit()
+store.close()
+"""])
+    reads, seen = 0, set()
+    try:
+        time.sleep(0.5)
+        while writer.poll() is None:
+            images, faces = load_tables([copy])
+            names = set(images["image"])
+            seen.add(target in names)
+            assert set(faces["image"]) <= names
+            assert faces.groupby("image").size().to_dict() == {k: v for k, v in per_image.items() if k in names}
+            reads += 1
+    finally:
+        writer.wait(timeout=30)
+    assert writer.returncode == 0
+    assert reads >= 10 and seen == {True, False}, (reads, seen)
+
+
+def test_a_rewrite_killed_half_way_is_reported_then_settled_by_the_next_run(audited, tmp_path):
+    root, out = audited
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / ".batchmask" / "rewrites").write_text("3\n")  # a run was killed between the two steps
+    r = batchmask("report", copy, "--out", tmp_path / "r.csv")
+    assert r.returncode != 0 and "running that command again repairs it" in r.stderr and "Traceback" not in r.stderr
+    assert batchmask("run", root / "in", copy, "-w", "1", "-q").returncode == 3  # the broken file, as before
+    assert (copy / ".batchmask" / "rewrites").read_text().strip() == "4"
+    assert batchmask("report", copy, "--out", tmp_path / "r.csv").returncode == 0
