@@ -88,34 +88,36 @@ def _rewrites(out) -> int:
         return 0
 
 
-def _committed_tables(out, attempts: int = 100) -> dict[str, bytes | None]:
+def _committed_tables(out, wait: float = 30.0) -> dict[str, bytes | None]:
     """images.csv and faces.csv as of the ledger's last committed photo, read between two
     looks at the rewrite counter: a run replacing a changed photo's rows rewrites every file,
-    and tables read across such a rewrite would not match each other, so they are read again."""
-    for _ in range(attempts):
+    and tables read across such a rewrite would not match each other, so they are read again
+    (for up to `wait` seconds)."""
+    deadline = time.monotonic() + wait
+    while True:
         count = _rewrites(out)
         if count % 2 == 0:
             lengths = _committed_lengths(out) or {}
             tables = {name: _read(out, name) for name in ("images.csv", "faces.csv")}
             if _rewrites(out) == count:
                 break
+        if time.monotonic() > deadline:
+            raise AuditError(f"{out} was being rewritten all the while it was read (or a run was killed while "
+                             "rewriting it: running that command again repairs it); try again")
         time.sleep(0.02)
-    else:
-        raise AuditError(f"{out} was being rewritten all the while it was read (or a run was killed while rewriting it: "
-                         "running that command again repairs it); try again")
     for name, data in tables.items():
         if data is not None and name in lengths:
             tables[name] = data[: lengths[name]]
     return tables
 
 
-def load_tables(outputs: list):
+def load_tables(outputs: list, wait: float = 30.0):
     """images and faces of every OUTPUT (folders or URLs) as two DataFrames (text kept as text), keyed by (output, image)."""
     import pandas as pd
 
     images, faces = [], []
     for out in outputs:
-        tables = _committed_tables(out)
+        tables = _committed_tables(out, wait)
         for name, data in tables.items():
             if data is None:
                 raise AuditError(f"{out} has no {name}: is it a batchmask OUTPUT folder?")
