@@ -122,15 +122,17 @@ class OutputStore:
         self._open_for_append()
         return self
 
+    def _rewrite_count(self) -> int:
+        try:
+            return int((self.root / REWRITES).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
     def _settle_rewrites(self) -> None:
         """A rewrite killed half-way left the counter odd; the files were just repaired from the ledger."""
-        counter = self.root / REWRITES
-        try:
-            count = int(counter.read_text().strip() or 0)
-        except (OSError, ValueError):
-            return
+        count = self._rewrite_count()
         if count % 2:
-            atomic_write_text(counter, f"{count + 1}\n")
+            atomic_write_text(self.root / REWRITES, f"{count + 1}\n")
 
     def _acquire_lock(self) -> None:
         info = self.state / "lock.info"
@@ -261,15 +263,11 @@ class OutputStore:
     def _rewrite(self, entries: list[dict]) -> None:
         """All four files replaced, between two steps of the rewrite counter (odd meanwhile),
         so that a reader (`batchmask report`) can tell it read across a rewrite."""
-        counter = self.root / REWRITES
-        try:
-            count = int(counter.read_text().strip() or 0)
-        except (OSError, ValueError):
-            count = 0
+        count = self._rewrite_count()
         count += 1 + count % 2  # odd: under way
-        atomic_write_text(counter, f"{count}\n")
+        atomic_write_text(self.root / REWRITES, f"{count}\n")
         self._rewrite_files(entries)
-        atomic_write_text(counter, f"{count + 1}\n")
+        atomic_write_text(self.root / REWRITES, f"{count + 1}\n")
 
     def _rewrite_files(self, entries: list[dict]) -> None:
         chunks = {t: [HEADERS[t]] for t in TABLES}
