@@ -5,7 +5,8 @@
 
 Takes the Kaggle held-out photos (sorted position >= 300, not used to choose any
 setting; `--part tuning`: the first 300, which chose them) and the webcam photos, changes them in memory the way real photos differ
-(darker, backlit-grey, greyscale, heavy JPEG, motion-free blur, twice the size) with
+(darker, backlit-grey, greyscale, heavy JPEG, motion-free blur, twice the size, a blue or
+green colour cast) with
 the boxes scaled to match, and prints recall (faces >= 16 px), TNR, FNR and false
 detections per image for each condition, beside the photos as they are. It measures
 how far the pipeline's figures fall, so that a weak condition is seen before users
@@ -36,6 +37,10 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
 
 
+def cast(rgb: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:
+    return cv2.transform(rgb, np.diag(np.asarray(gains, np.float64))).astype(np.uint8)
+
+
 # name -> (pixel change, box scale)
 CONDITIONS = {
     "as-is": (lambda x: x, 1.0),
@@ -45,6 +50,8 @@ CONDITIONS = {
     "jpeg-q20": (lambda x: jpeg(x, 20), 1.0),
     "blur": (lambda x: cv2.GaussianBlur(x, (0, 0), 1.5), 1.0),
     "2x-size": (lambda x: cv2.resize(x, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC), 2.0),
+    "blue-cast": (lambda x: cast(x, (0.7, 0.9, 1.25)), 1.0),  # LED / CCTV white balance
+    "green-cast": (lambda x: cast(x, (0.85, 1.15, 0.85)), 1.0),  # fluorescent light
 }
 
 
