@@ -112,6 +112,14 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
     assert r.returncode == 2 and "not a model directory (no model.json)" in r.stderr
 
 
+def test_help_shows_flags_without_a_value_and_options_with_theirs():
+    r = batchmask("run", "--help", env={**os.environ, "COLUMNS": "120"})
+    assert r.returncode == 0
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("│ --")}
+    assert "<" not in lines["--force"] and "<" not in lines["--no-annotate"], r.stdout
+    assert "<path>" in lines["--archive"] and "<float" in lines["--timeout"], r.stdout
+
+
 def test_corrupt_model_fails_with_a_clear_message(photo_tree, tmp_path):
     from batchmask.models import default_classifier_dir
 
