@@ -124,6 +124,13 @@ def _check_model(model: Optional[Path]) -> None:
         _fail(f"not a model directory (no model.json): {model}", EXIT_USAGE)
 
 
+def _check_input_folder(input: Path) -> None:
+    if input.is_file():
+        _fail(f"INPUT is a file, not a folder: {input} (put the photos in a folder and give the folder)", EXIT_USAGE)
+    if not input.is_dir():
+        _fail(f"input folder not found: {input}", EXIT_USAGE)
+
+
 def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]) -> None:
     from .remote import RemoteError, is_url, url_fs
 
@@ -136,17 +143,20 @@ def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]
             _fail(str(e), EXIT_USAGE)
         if archive is not None and is_url(input):
             _fail("--archive needs a local (or mounted) INPUT folder", EXIT_USAGE)
-        if not is_url(input) and not input.is_dir():
-            _fail(f"input folder not found: {input}", EXIT_USAGE)
+        if not is_url(input):
+            _check_input_folder(input)
+        if is_url(input) and is_url(output) and (input.rstrip("/") + "/").startswith(output.rstrip("/") + "/"):
+            _fail("INPUT must not be OUTPUT or a folder inside it (OUTPUT/annotated holds batchmask's own copies)", EXIT_USAGE)
         _check_model(model)
         return
-    if not input.is_dir():
-        _fail(f"input folder not found: {input}", EXIT_USAGE)
+    _check_input_folder(input)
     if output.exists() and not output.is_dir():
         _fail(f"output exists and is not a folder: {output}", EXIT_USAGE)
     _check_model(model)
     if output.resolve() == input.resolve():
         _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
+    if output.resolve() in input.resolve().parents:
+        _fail("INPUT must not be a folder inside OUTPUT (OUTPUT/annotated holds batchmask's own copies)", EXIT_USAGE)
     if archive is not None and archive.resolve() in (input.resolve(), output.resolve()):
         _fail("--archive must be a folder other than INPUT and OUTPUT (it may be inside INPUT)", EXIT_USAGE)
 

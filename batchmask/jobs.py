@@ -120,7 +120,7 @@ def _convert(value, kind: str, where: str, key: str, base: Path):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
             raise bad("a path or a list of paths")
-        return [(base / os.path.expanduser(v)).resolve() for v in items]
+        return [v if "://" in v else (base / os.path.expanduser(v)).resolve() for v in items]
     raise AssertionError(kind)
 
 
@@ -146,6 +146,10 @@ def _step(do: str, table: dict, where: str, base: Path) -> Step:
         raise JobError(f"{where}: engine must be local or dask, not {args['engine']!r}")
     if do == "report" and args.get("by", "day") not in ("day", "folder", "camera"):
         raise JobError(f"{where}: by must be day, folder or camera, not {args['by']!r}")
+    if do == "report" and "last_days" in args and ("since" in args or "until" in args):
+        raise JobError(f"{where}: last_days and since / until choose the same period: give one or the other")
+    if do == "report" and "since" in args and "until" in args and args["since"] > args["until"]:
+        raise JobError(f"{where}: since ({args['since']}) is after until ({args['until']})")
     return Step(do, args, where)
 
 

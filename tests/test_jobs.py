@@ -34,6 +34,8 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('input = "in"\noutput = "out"\nworkers = 0\n', "workers must be at least 1, not 0"),
     ('step = [1]\n', "step 1 must be a table"),
     ('[[step]]\ndo = ["run"]\n', "do must be one of run,"),
+    ('[[step]]\ndo = "report"\nout = "r.csv"\nlast_days = 7\nsince = 2026-01-01\n', "last_days and since / until choose the same period"),
+    ('[[step]]\ndo = "report"\nout = "r.csv"\nsince = 2026-02-01\nuntil = 2026-01-01\n', "since (2026-02-01) is after until (2026-01-01)"),
 ])
 def test_bad_job_files_name_the_fault(tmp_path, text, message):
     r = batchmask("job", "run", write_job(tmp_path, text))
@@ -67,6 +69,17 @@ def test_job_runs_a_batch_then_its_report_relative_to_the_job_file(tmp_path, pho
     r = batchmask("job", "run", job)
     assert r.returncode == 2 and "step 2 (report) failed with exit code 2" in r.stderr, r.stderr
     assert "blocked is a file, not a folder" in r.stderr
+
+
+def test_a_report_step_reads_an_output_given_as_a_url(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
+    job = write_job(tmp_path, f'input = "in"\noutput = "out"\nworkers = 1\nannotate = false\n'
+                              f'[report]\noutputs = ["{(tmp_path / "out").as_uri()}"]\nout = "r.csv"\n')
+    r = batchmask("job", "run", job)
+    assert r.returncode == 0, r.stderr
+    assert sum(int(row["faces"]) for row in csv.DictReader(open(tmp_path / "r.csv"))) == 1
 
 
 @needs_shared

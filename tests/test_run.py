@@ -110,6 +110,13 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
     (tmp_path / "notamodel").mkdir()
     r = batchmask("run", tmp_path, tmp_path / "out", "--model", tmp_path / "notamodel")
     assert r.returncode == 2 and "not a model directory (no model.json)" in r.stderr
+    (tmp_path / "out" / "annotated").mkdir(parents=True)
+    r = batchmask("run", tmp_path / "out" / "annotated", tmp_path / "out")
+    assert r.returncode == 2 and "INPUT must not be a folder inside OUTPUT" in r.stderr
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(SAMPLES / "astronaut.jpg", photo)
+    r = batchmask("run", photo, tmp_path / "out2")
+    assert r.returncode == 2 and "INPUT is a file, not a folder" in r.stderr and not (tmp_path / "out2").exists()
 
 
 def test_help_shows_flags_without_a_value_and_options_with_theirs():
