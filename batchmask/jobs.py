@@ -128,7 +128,7 @@ def _step(do: str, table: dict, where: str, base: Path) -> Step:
     allowed = STEP_KEYS[do]
     for key in table:
         if key not in allowed:
-            raise JobError(f"{where}: unknown key {key!r} (a {do} step takes: {', '.join(allowed)})")
+            raise JobError(f"{where}: unknown key {key!r} (the {do} step takes: {', '.join(allowed)})")
     args = {}
     for key, (kind, required) in allowed.items():
         if key in table:

@@ -54,6 +54,7 @@ class RunOptions:
     engine: str = "local"  # or "dask"
     scheduler: str | None = None  # a Dask scheduler address (tcp://host:8786): implies engine="dask"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    only: frozenset[str] | None = None  # process only these inputs (names relative to INPUT), e.g. the annotated photos
 
 
 @dataclass
@@ -235,6 +236,8 @@ class RunSession:
             inputs = [f for f in scan_url(self.input_dir) if not f.path.startswith(inside)]
         else:
             inputs = list(scan(self.input_dir, exclude=self.excluded))
+        if self.options.only is not None:
+            inputs = [f for f in inputs if f.rel in self.options.only]
         self.current.update(f.rel for f in inputs)
         return inputs
 

@@ -35,6 +35,7 @@ def test_csv_ground_truth_and_errors_name_the_line(tmp_path):
     ("image,x1,y1,x2,y2,label,label\na.jpg,0,0,10,10,masked,unmasked\n", r"bad.csv:1: column\(s\) label appear more than once"),
     ("image,x1,y1,x2,y2,label\n", r"bad.csv: no annotated faces"),
     ("", r"bad.csv: empty file"),
+    ('image,x1,y1,x2,y2,label\n"a.jpg,0,0,10,10,masked\nb.jpg,0,0,10,10,masked\n', r"bad.csv:2-3: 1 fields"),  # the quote opens on line 2
 ])
 def test_csv_ground_truth_rejects_malformed_rows_by_physical_line(tmp_path, body, message):
     bad = tmp_path / "bad.csv"
@@ -220,6 +221,33 @@ def test_evaluate_rejects_bad_inputs(tmp_path):
     preds.write_bytes(b'{"image": "a.jpg", "faces": []}\n{"image": "caf\xe9.jpg", "faces": []}\n')
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "r", "--predictions", preds)
     assert r.returncode == 2 and "p.jsonl:2: not a prediction line (not UTF-8 text)" in r.stderr
+
+
+def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path):
+    pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", photos / "a.jpg")
+    shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", photos / "sub" / "b.jpg")
+    (photos / "notes.jpg").write_bytes(b"")  # not annotated: not a photo of this evaluation
+    gt = tmp_path / "gt.csv"
+    gt.write_text(f"image,x1,y1,x2,y2,label\n./a.jpg,170,75,280,185,masked\n{photos / 'sub' / 'b.jpg'},170,75,280,185,masked\n")
+    out = photos / "report"  # inside IMAGES: its PNGs must not become photos on the next run
+    for _ in range(2):
+        r = batchmask("evaluate", photos, "--boxes", gt, "--out", out, "-q")
+        assert r.returncode == 0, r.stderr
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["images"] == 2 and m["recall_all_sizes"] == 1.0, m
+        assert sorted(row.split(",")[0] for row in (out / "run" / "images.csv").read_text().splitlines()[1:]) == ["a.jpg", "sub/b.jpg"]
+
+    preds = tmp_path / "p.jsonl"
+    line = '{"image": "./a.jpg", "faces": [{"box": [170, 75, 280, 185], "det_score": 0.9, "mask_prob": 0.9}]}\n'
+    preds.write_bytes(b"\xef\xbb\xbf" + line.encode())  # a byte-order mark, as some editors write
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
+    assert r.returncode == 0 and json.loads((tmp_path / "p" / "metrics.json").read_text())["table"]["masked"]["identified_correct"] == 1, r.stderr
+    preds.write_text(line + line)
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
+    assert r.returncode == 2 and "p.jsonl:2: image 'a.jpg' was already given on line 1" in r.stderr, r.stderr
 
 
 def test_evaluate_leaves_out_absent_photos_and_exits_3_on_rejected_ones(tmp_path):

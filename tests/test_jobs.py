@@ -22,7 +22,7 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
 
 
 @pytest.mark.parametrize("text, message", [
-    ('input = "in"\noutput = "out"\ntreshold = 0.3\n', "unknown key 'treshold' (a run step takes: input, output,"),
+    ('input = "in"\noutput = "out"\ntreshold = 0.3\n', "unknown key 'treshold' (the run step takes: input, output,"),
     ('input = "in"\noutput = "out"\nworkers = "two"\n', "workers must be an integer, not 'two'"),
     ('input = "in"\n', "missing key 'output'"),
     ('input = "in"\noutput = "out"\nthreshold = 1.5\n', "threshold must be between 0 and 1"),

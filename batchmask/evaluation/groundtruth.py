@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import posixpath
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
@@ -70,7 +71,28 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
         gt = _load_csv(path)
     if not any(gt.values()):
         raise GroundTruthError(f"{path}: no annotated faces")
-    return gt
+    merged: GroundTruth = {}
+    for name, boxes in gt.items():
+        merged.setdefault(image_key(name), []).extend(boxes)
+    return merged
+
+
+def image_key(name: str) -> str:
+    """An image name as batchmask's tables write it: POSIX separators, no `./`; absolute paths stay absolute."""
+    return posixpath.normpath(name.replace("\\", "/"))
+
+
+def relative_to_folder(names, folder: Path) -> dict[str, str]:
+    """name -> the name relative to `folder`, for absolute names that lie inside it."""
+    roots = [str(folder.absolute()), str(folder.resolve())]
+    out = {}
+    for name in names:
+        if posixpath.isabs(name):
+            for root in roots:
+                if name.startswith(root.rstrip("/") + "/"):
+                    out[name] = name[len(root.rstrip("/")) + 1:]
+                    break
+    return out
 
 
 def _text(path: Path) -> str:
@@ -86,6 +108,7 @@ def _text(path: Path) -> str:
 def _load_csv(path: Path) -> GroundTruth:
     gt: GroundTruth = defaultdict(list)
     reader = csv.reader(io.StringIO(_text(path), newline=""))
+    start = 1
     try:
         header = next(reader, None)
         if header is None:
@@ -98,10 +121,14 @@ def _load_csv(path: Path) -> GroundTruth:
         if missing:
             raise GroundTruthError(f"{path}:{reader.line_num}: missing column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
         at = {c: header.index(c) for c in COLUMNS}
-        for fields in reader:
+        while True:
+            start = reader.line_num + 1  # a quoted field may run over several lines: errors name the first
+            fields = next(reader, None)
+            if fields is None:
+                break
             if not fields or fields == [""]:
                 continue
-            where = f"{path}:{reader.line_num}"
+            where = f"{path}:{start}" if start == reader.line_num else f"{path}:{start}-{reader.line_num}"
             if len(fields) != len(header):
                 raise GroundTruthError(f"{where}: {len(fields)} fields, the header has {len(header)} ({','.join(header)})")
             row = {c: fields[i] for c, i in at.items()}
@@ -109,7 +136,7 @@ def _load_csv(path: Path) -> GroundTruth:
                 raise GroundTruthError(f"{where}: empty image name")
             gt[row["image"]].append((_box([row[k] for k in ("x1", "y1", "x2", "y2")], where), _label(row["label"], where)))
     except csv.Error as e:
-        raise GroundTruthError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+        raise GroundTruthError(f"{path}:{start}: not valid CSV ({e})") from None
     return dict(gt)
 
 

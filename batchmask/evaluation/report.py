@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..storage import atomic_write_text
-from .groundtruth import load_ground_truth
+from .groundtruth import image_key, load_ground_truth
 from .metrics import Prediction, compute_metrics
 from .plots import recall_plot, roc_plot, sweep_plot
 
@@ -24,23 +24,30 @@ def load_predictions(path: Path) -> dict[str, list[Prediction]]:
     """batchmask's faces.jsonl (one face a line) or a peer's JSONL (one image a line, `faces` list);
     a malformed line is rejected naming its number."""
     preds: dict[str, list[Prediction]] = {}
+    seen: dict = {}  # an image (one-image lines) or (image, face) (one-face lines) -> its line
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
                 if not line.strip():
                     continue
                 row = json.loads(line)
                 if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not row["image"]:
                     raise ValueError("needs an 'image' name")
+                name = image_key(row["image"])
+                key = name if "faces" in row else (name, row.get("face", line_no))
+                if key in seen:
+                    what = f"image {name!r}" if "faces" in row else f"face {key[1]!r} of {name!r}"
+                    raise PredictionsError(f"{path}:{line_no}: {what} was already given on line {seen[key]} (the file holds some predictions twice?)")
+                seen[key] = line_no
                 if "faces" in row and isinstance(row["faces"], list):
-                    faces = preds.setdefault(row["image"], [])
+                    faces = preds.setdefault(name, [])
                     for face in row["faces"]:
                         mask = face.get("mask_prob", face.get("mask_score"))
                         faces.append(_prediction(face["box"], face["det_score"], mask, face.get("incorrect_score")))
                 else:
                     box = [row[k] for k in ("x1", "y1", "x2", "y2")]
-                    preds.setdefault(row["image"], []).append(_prediction(box, row["det_score"], row.get("mask_score"), row.get("incorrect_score")))
+                    preds.setdefault(name, []).append(_prediction(box, row["det_score"], row.get("mask_score"), row.get("incorrect_score")))
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"{type(e).__name__}: {e}"
                 raise PredictionsError(f"{path}:{line_no}: not a prediction line ({reason})") from None
