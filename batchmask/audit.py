@@ -241,7 +241,8 @@ def _chart_png(table, by: str) -> bytes:
 
 
 def _thumbnails(outputs, images, faces, limit: int) -> list[dict]:
-    """Crops of the non-compliant faces, newest first, from the input photos (else the annotated copies)."""
+    """Crops of the non-compliant faces, newest day first, from the photos (INPUT, else the archive, else the
+    annotated copies), skipping a photo whose name now holds another file (other time or size than its row)."""
     import cv2
 
     from .images import ImageError, load_image
@@ -252,13 +253,14 @@ def _thumbnails(outputs, images, faces, limit: int) -> list[dict]:
     wanted = faces[faces["label"].isin(["unmasked", "incorrect"])].copy()
     wanted["day"] = [_day(info.get((o, i), {})) for o, i in zip(wanted["output"], wanted["image"])]
     wanted = wanted.sort_values(["day", "image"], ascending=[False, True]).head(limit)
-    inputs = {}
+    sources: dict[str, list] = {}  # OUTPUT -> the folders its photos may still be in: INPUT, then --archive
     for out in outputs:
         try:
-            recorded = json.loads(_read(out, "run.json") or b"{}").get("input") or None
+            run = json.loads(_read(out, "run.json") or b"{}")
         except ValueError:
-            recorded = None
-        inputs[str(out)] = recorded if recorded is None or is_url(recorded) else Path(recorded)
+            run = {}
+        folders = [run.get("input"), (run.get("config") or {}).get("archive")]
+        sources[str(out)] = [f if is_url(f) else Path(f) for f in folders if isinstance(f, str) and f]
     cache: dict[tuple, object] = {}
     thumbs = []
     for face in wanted.to_dict("records"):
@@ -266,16 +268,20 @@ def _thumbnails(outputs, images, faces, limit: int) -> list[dict]:
         if key not in cache:
             cache.clear()
             output = face["output"] if is_url(face["output"]) else Path(face["output"])
-            candidates = [(output, f"{ANNOTATED_DIR}/{annotated_name(face['image'])}")]
-            if inputs.get(face["output"]):
-                candidates.insert(0, (inputs[face["output"]], face["image"]))
+            candidates = [(folder, face["image"]) for folder in sources.get(face["output"], [])]
+            candidates.append((output, f"{ANNOTATED_DIR}/{annotated_name(face['image'])}"))
             cache[key] = None
+            row = info.get(key, {})
             for folder, name in candidates:
                 try:
                     path = _locate(folder, name)
-                    if path:
-                        cache[key] = load_image(path, target_side=1600).pixels
-                        break
+                    if not path or (name == face["image"] and not _same_file_time(path, row)):
+                        continue  # the input now holds another photo under this name (a camera reusing names)
+                    img = load_image(path, target_side=1600)
+                    if name == face["image"] and row.get("width") and (str(img.width), str(img.height)) != (row["width"], row["height"]):
+                        continue
+                    cache[key] = img.pixels
+                    break
                 except (ImageError, OSError, UnsafePathError):
                     continue
         rgb = cache[key]
@@ -295,6 +301,13 @@ def _thumbnails(outputs, images, faces, limit: int) -> list[dict]:
         if ok:
             thumbs.append({"jpeg": base64.b64encode(buf.tobytes()).decode(), "image": face["image"], "day": face["day"], "label": face["label"]})
     return thumbs
+
+
+def _same_file_time(path: str, row: dict) -> bool:
+    """Whether a local input file still has the modification time its images.csv row recorded (to the second)."""
+    if is_url(path) or not row.get("mtime"):
+        return True
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(os.stat(path).st_mtime)) == row["mtime"]
 
 
 def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: int) -> str:
@@ -335,6 +348,9 @@ def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: i
         f"<p>Sources: {', '.join(esc(str(o)) for o in outputs)}. Generated {dt.datetime.now():%Y-%m-%d %H:%M}.</p>"
         + (f"<img class='chart' alt='chart' src='data:image/png;base64,{chart}'>" if chart else "<p>No photos in this period.</p>")
         + f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-        f"<h2>Non-compliant faces ({noncompliant}; {len(thumbs)} shown, newest first)</h2><div class='grid'>{figures}</div>"
+        f"<h2>Non-compliant faces ({noncompliant}; {len(thumbs)} shown, newest day first)</h2>"
+        + (f"<p>{min(noncompliant, thumbnails) - len(thumbs)} not shown: their photos are no longer in the input or archive "
+           "folder as they were processed, and OUTPUT has no annotated copy of them.</p>" if len(thumbs) < min(noncompliant, thumbnails) else "")
+        + f"<div class='grid'>{figures}</div>"
         "</body></html>\n"
     )

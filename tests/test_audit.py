@@ -184,3 +184,24 @@ def test_a_rewrite_killed_half_way_is_reported_then_settled_by_the_next_run(audi
     assert batchmask("run", root / "in", copy, "-w", "1", "-q").returncode == 3  # the broken file, as before
     assert (copy / ".batchmask" / "rewrites").read_text().strip() == "4"
     assert batchmask("report", copy, "--out", tmp_path / "r.csv").returncode == 0
+
+
+def test_thumbnails_never_come_from_another_photo_now_under_the_same_name(tmp_path):
+    inp, out, archive = tmp_path / "in", tmp_path / "out", tmp_path / "archive"
+    inp.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", inp / "cam.jpg")  # one unmasked face
+    r = batchmask("run", inp, out, "-w", "1", "-q", "--no-annotate", "--archive", archive)
+    assert r.returncode == 0 and (archive / "cam.jpg").is_file(), r.stderr
+    shutil.copy(SAMPLES / "chelsea.jpg", inp / "cam.jpg")  # the camera reuses the name for a new photo, not yet run
+
+    def thumbnails() -> tuple[int, str]:
+        r = batchmask("report", out, "--out", tmp_path / "r.html")
+        assert r.returncode == 0, r.stderr
+        page = (tmp_path / "r.html").read_text()
+        return page.count("data:image/jpeg;base64,"), page
+
+    shown, _ = thumbnails()
+    assert shown == 1  # from the archived photo, not the cat now in INPUT
+    (archive / "cam.jpg").unlink()
+    shown, page = thumbnails()
+    assert shown == 0 and "1 not shown: their photos are no longer in the input or archive folder" in page
