@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .models import ModelError, verified_model
+from .models import verified_model
 
 CROP_MARGIN = 1.3  # square crop side = longest box side × margin, centred on the box
 CLASSES = ("masked", "incorrect", "unmasked")
@@ -91,13 +91,9 @@ class MaskClassifier:
         self.margin = float(meta.get("crop_margin", CROP_MARGIN))
         self.threshold = float(meta.get("threshold", 0.5))
         # (low, high) percentiles for `stretch_levels`, when `calibrate` chose it; None: crops as cut
+        # (read_model_meta has checked these values)
         levels = meta.get("crop_levels")
-        try:
-            self.levels = (float(levels[0]), float(levels[1])) if levels else None
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise ModelError(f"{model_dir}/model.json: crop_levels must be two percentiles, like [1, 99]; got {levels!r}") from None
-        if self.levels and not 0 <= self.levels[0] < self.levels[1] <= 100:
-            raise ModelError(f"{model_dir}/model.json: crop_levels must be two percentiles, like [1, 99]; got {levels!r}")
+        self.levels = (float(levels[0]), float(levels[1])) if levels else None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1

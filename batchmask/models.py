@@ -47,10 +47,33 @@ def read_model_meta(model_dir: Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"{meta_path}: unreadable model.json ({e})") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_path}: not a model.json (a JSON object expected)")
     for key in ("file", "sha256"):
         if key not in meta:
             raise ModelError(f"{meta_path}: missing key '{key}'")
+        if not isinstance(meta[key], str) or not meta[key]:
+            raise ModelError(f"{meta_path}: '{key}' must be a non-empty string, not {meta[key]!r}")
+    _check_number(meta, "threshold", meta_path, 0.0, 1.0)
+    _check_number(meta, "crop_margin", meta_path, 0.5, 4.0)
+    size = meta.get("input_size", 96)
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 1024:
+        raise ModelError(f"{meta_path}: 'input_size' must be a whole number of pixels from 16 to 1024, not {size!r}")
+    levels = meta.get("crop_levels")
+    if levels is not None and not (
+        isinstance(levels, list) and len(levels) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
+        and 0 <= levels[0] < levels[1] <= 100
+    ):
+        raise ModelError(f"{meta_path}: crop_levels must be two percentiles, like [1, 99], or null; got {levels!r}")
     return meta
+
+
+def _check_number(meta: dict, key: str, where: Path, low: float, high: float) -> None:
+    value = meta.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ModelError(f"{where}: '{key}' must be a number from {low:g} to {high:g}, not {value!r}")
 
 
 def verified_model(model_dir: Path) -> tuple[Path, dict]:

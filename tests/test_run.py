@@ -138,6 +138,18 @@ def test_corrupt_model_fails_with_a_clear_message(photo_tree, tmp_path):
     r = batchmask("run", photo_tree, tmp_path / "out", "--model", model, "-q")
     assert r.returncode == 1 and "does not match model.json" in r.stderr and "Traceback" not in r.stderr
 
+    # a value of the wrong kind in model.json is named before any worker starts, and nothing is written
+    shutil.copy(default_classifier_dir() / "model.onnx", model / "model.onnx")
+    meta = json.loads((model / "model.json").read_text())
+    for key, value, message in [("threshold", "high", "'threshold' must be a number from 0 to 1, not 'high'"),
+                                ("crop_margin", -1, "'crop_margin' must be a number from 0.5 to 4, not -1"),
+                                ("input_size", 9.5, "'input_size' must be a whole number"),
+                                ("crop_levels", [99, 1], "crop_levels must be two percentiles")]:
+        (model / "model.json").write_text(json.dumps({**meta, key: value}))
+        r = batchmask("run", photo_tree, tmp_path / "out2", "--model", model, "-q")
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "out2").exists()
+
 
 def test_repeated_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
     src = tmp_path / "in"
