@@ -25,7 +25,7 @@ from .detector import DetectorConfig
 from .engine import make_engine
 from .images import DEFAULT_MAX_PIXELS
 from .models import default_classifier_dir, default_detector_dir, verified_model
-from .sinks import RETRYABLE_ERRORS, OutputError, OutputStore
+from .sinks import UNFINISHED_ERRORS, OutputError, OutputStore
 from .sources import InputFile, scan
 from .remote import RemoteOutput, is_url, scan_url
 from .remote import join as remote_join
@@ -315,13 +315,13 @@ class RunSession:
 
     def _committed(self, entries: list[dict]) -> None:
         """Rows are durable: upload them (URL OUTPUT), move their inputs to the archive
-        (retryable read errors stay for a retry)."""
+        (files that may still be arriving stay: read errors, empty or truncated files)."""
         if self.remote:
             self.remote.push(force=self.archive_dir is not None)  # inputs leave only once the store has their rows
         for entry in entries:
             row = entry["row"]
             inp = self._inputs.pop(row["image"], None)  # done with it (a long watch must not keep them all)
-            if self.archive_dir is None or inp is None or inp.problem or row["error"].startswith(RETRYABLE_ERRORS):
+            if self.archive_dir is None or inp is None or inp.problem or row["error"].startswith(UNFINISHED_ERRORS):
                 continue
             try:
                 if os.stat(inp.path).st_mtime_ns != inp.mtime_ns:

@@ -38,6 +38,9 @@ IMAGE_COLUMNS = ["image", "status", "faces", "masked", "incorrect", "unmasked", 
 TABLES = ("faces.csv", "faces.jsonl", "images.csv")
 # errors that say nothing final about the photo: the next run on the same OUTPUT tries it again
 RETRYABLE_ERRORS = ("cannot read", "I/O error", "timed out after", "worker process crashed")
+# errors after which --archive leaves the file in INPUT: a copy or upload may still be under way
+# (when it finishes, the file's new size and time make it a new version, processed then)
+UNFINISHED_ERRORS = RETRYABLE_ERRORS + ("empty file", "corrupt or truncated image")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -301,18 +301,27 @@ def test_archive_moves_inputs_and_a_reused_name_keeps_both_photos(tmp_path):
     (src / "cam1").mkdir(parents=True)
     shutil.copy(SAMPLES / "astronaut.jpg", src / "cam1" / "snap.jpg")
     (src / "cam1" / "bad.jpg").write_bytes(b"not a photo")
+    whole = (SAMPLES / "astronaut.jpg").read_bytes()
+    (src / "cam1" / "uploading.jpg").write_bytes(whole[: len(whole) // 3])  # a copy still under way
+    (src / "cam1" / "empty.jpg").write_bytes(b"")
     r = batchmask("run", src, out, "-q", "-w", "1", "--archive", archive)
     assert r.returncode == EXIT_PARTIAL, r.stderr
     assert (archive / "cam1" / "snap.jpg").is_file() and not (src / "cam1" / "snap.jpg").exists()
     assert (archive / "cam1" / "bad.jpg").is_file()  # a final error: the file is moved too
+    assert (src / "cam1" / "uploading.jpg").is_file() and (src / "cam1" / "empty.jpg").is_file()  # may still be arriving
+    assert not (archive / "cam1" / "uploading.jpg").exists() and not (archive / "cam1" / "empty.jpg").exists()
 
+    (src / "cam1" / "uploading.jpg").write_bytes(whole)  # the copy finishes
+    (src / "cam1" / "empty.jpg").unlink()
     shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", src / "cam1" / "snap.jpg")  # another photo, same name
     r = batchmask("run", src, out, "-q", "-w", "1", "--archive", archive)
-    assert r.returncode == 0 and "1 processed" in r.stderr, r.stderr
+    assert r.returncode == 0 and "2 processed" in r.stderr, r.stderr
+    assert (archive / "cam1" / "uploading.jpg").is_file() and not (src / "cam1" / "uploading.jpg").exists()
     images = {i["image"]: i for i in rows(out / "images.csv")}
-    assert set(images) == {"cam1/snap.jpg", "cam1/snap (1).jpg", "cam1/bad.jpg"}
+    assert set(images) == {"cam1/snap.jpg", "cam1/snap (1).jpg", "cam1/bad.jpg", "cam1/uploading.jpg", "cam1/empty.jpg"}
+    assert images["cam1/uploading.jpg"]["status"] == "ok"
     labels = {f["image"]: f["label"] for f in rows(out / "faces.csv")}
-    assert labels == {"cam1/snap.jpg": "unmasked", "cam1/snap (1).jpg": "masked"}
+    assert labels == {"cam1/snap.jpg": "unmasked", "cam1/snap (1).jpg": "masked", "cam1/uploading.jpg": "unmasked"}
     assert (archive / "cam1" / "snap (1).jpg").is_file() and (out / "annotated" / "cam1" / "snap (1).jpg").is_file()
     assert (out / "annotated" / "cam1" / "snap.jpg").is_file()
 
