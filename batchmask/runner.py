@@ -193,10 +193,18 @@ class RunSession:
     def threshold(self) -> float:
         return self.options.threshold if self.options.threshold is not None else self.classifier_meta.get("threshold", 0.5)
 
-    def changed_settings(self) -> list[str]:
-        """How this run's labelling differs from the last run's on OUTPUT (its run.json)."""
+    def _last_run(self) -> dict:
+        """The run.json of the last run on OUTPUT, or {}."""
         try:
             last = json.loads((self.store.root / "run.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return last if isinstance(last, dict) else {}
+
+    def changed_settings(self) -> list[str]:
+        """How this run's labelling differs from the last run's on OUTPUT (its run.json)."""
+        last = self._last_run()
+        try:
             clf = last["models"]["classifier"]
             before = (last["config"]["threshold"], last["config"]["labels"], clf["sha256"], (clf.get("crop_margin"), clf.get("crop_levels")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -248,6 +256,9 @@ class RunSession:
             inputs = [self._archive_alias(f, names) for f in inputs]
         if self.options.force:
             self.store.forget({f.rel for f in inputs})
+        elif (self._last_run().get("config") or {}).get("max_pixels", self.options.max_pixels) != self.options.max_pixels:
+            # photos rejected as too large under another --max-pixels limit are judged again under this one
+            self.store.forget({f.rel for f in inputs if (self.store.entries.get(f.rel) or {}).get("row", {}).get("error", "").startswith("image too large")})
         todo = [f for f in inputs if not self.store.is_current(f.rel, f.signature)]
         self.store.forget({f.rel for f in todo})
         return todo

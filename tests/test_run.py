@@ -376,3 +376,16 @@ def test_inputs_whose_annotated_copies_would_share_a_name_keep_one_copy_each(tmp
     assert batchmask("run", src, out, "-q").returncode == 0
     copies = {p.name: Image.open(p).size for p in (out / "annotated").iterdir()}
     assert copies == {annotated_name(n): (side, side) for n, side in sizes.items()}
+
+
+def test_photos_rejected_as_too_large_are_judged_again_under_another_limit(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
+    r = batchmask("run", src, out, "-q", "-w", "1", "--max-pixels", "1000")
+    assert r.returncode == EXIT_PARTIAL and "image too large" in (out / "images.csv").read_text(), r.stderr
+    r = batchmask("run", src, out, "-q", "-w", "1", "--max-pixels", "1000")
+    assert r.returncode == EXIT_PARTIAL and "0 processed" in r.stderr, r.stderr  # same limit: nothing to redo
+    r = batchmask("run", src, out, "-q", "-w", "1")
+    assert r.returncode == 0 and "1 processed" in r.stderr, r.stderr
+    assert [row["status"] for row in rows(out / "images.csv")] == ["ok"]
