@@ -92,6 +92,13 @@ HEADERS = {
 }
 
 
+def same_version(recorded, signature: list[int]) -> bool:
+    """Same size and modification time; times within 1 µs are the same (an fsspec URL gives the
+    time as float seconds, a local path as exact nanoseconds: INPUT may be named either way)."""
+    return (isinstance(recorded, list) and len(recorded) == 2 and recorded[0] == signature[0]
+            and abs(recorded[1] - signature[1]) <= 1000)
+
+
 class OutputStore:
     def __init__(self, root: str | os.PathLike, on_commit=None, before_load=None):
         self.root = Path(root)
@@ -246,7 +253,7 @@ class OutputStore:
     def is_current(self, rel: str, signature: list[int]) -> bool:
         """Already done for this version of the file (read errors, time-outs and crashes are transient: retried)."""
         entry = self.entries.get(rel)
-        if entry is None or entry.get("signature") != signature:
+        if entry is None or not same_version(entry.get("signature"), signature):
             return False
         return not entry["row"]["error"].startswith(RETRYABLE_ERRORS)
 

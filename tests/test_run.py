@@ -389,3 +389,13 @@ def test_photos_rejected_as_too_large_are_judged_again_under_another_limit(tmp_p
     r = batchmask("run", src, out, "-q", "-w", "1")
     assert r.returncode == 0 and "1 processed" in r.stderr, r.stderr
     assert [row["status"] for row in rows(out / "images.csv")] == ["ok"]
+
+
+def test_input_named_as_a_path_or_a_file_url_is_the_same_input(tmp_path):
+    pytest.importorskip("fsspec", reason="URLs need the 'remote' extra")
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
+    assert batchmask("run", src, out, "-q", "-w", "1").returncode == 0
+    r = batchmask("run", src.as_uri(), out, "-q", "-w", "1")
+    assert r.returncode == 0 and "0 processed" in r.stderr and "1 unchanged" in r.stderr, r.stderr
