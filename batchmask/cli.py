@@ -145,8 +145,8 @@ def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]
             _fail("--archive needs a local (or mounted) INPUT folder", EXIT_USAGE)
         if not is_url(input):
             _check_input_folder(input)
-        if is_url(input) and is_url(output) and (input.rstrip("/") + "/").startswith(output.rstrip("/") + "/"):
-            _fail("INPUT must not be OUTPUT or a folder inside it (OUTPUT/annotated holds batchmask's own copies)", EXIT_USAGE)
+        if is_url(input) and is_url(output) and any((input.rstrip("/") + "/").startswith(f"{output.rstrip('/')}/{d}/") for d in ("annotated", ".batchmask")):
+            _fail("INPUT must not be OUTPUT/annotated or .batchmask (batchmask's own copies and records)", EXIT_USAGE)
         _check_model(model)
         return
     _check_input_folder(input)
@@ -155,8 +155,9 @@ def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]
     _check_model(model)
     if output.resolve() == input.resolve():
         _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
-    if output.resolve() in input.resolve().parents:
-        _fail("INPUT must not be a folder inside OUTPUT (OUTPUT/annotated holds batchmask's own copies)", EXIT_USAGE)
+    own = [output.resolve() / d for d in ("annotated", ".batchmask")]
+    if any(d == input.resolve() or d in input.resolve().parents for d in own):
+        _fail("INPUT must not be OUTPUT/annotated or .batchmask (batchmask's own copies and records)", EXIT_USAGE)
     if archive is not None and archive.resolve() in (input.resolve(), output.resolve()):
         _fail("--archive must be a folder other than INPUT and OUTPUT (it may be inside INPUT)", EXIT_USAGE)
 

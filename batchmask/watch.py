@@ -154,10 +154,14 @@ class Watcher:
         """Pending files that are complete and not yet in OUTPUT (at most one chunk)."""
         if self.pending.take_rescan():
             found = session.scan()
+            done = 0
             for f in found:
-                if not session.store.is_current(f.rel, f.signature) and not self.pending.touch(f.path):
+                if session.store.is_current(f.rel, f.signature):
+                    done += 1
+                elif not self.pending.touch(f.path):
                     break  # full: the rest is found by the next rescan
             session.summary.scanned = max(session.summary.scanned, len(found))
+            session.summary.skipped = max(session.summary.skipped, done)
             self.progress("scanned", {"files": len(found)})
         now = time.monotonic()
         # OUTPUT and the archive are skipped only where they lie inside INPUT (as `scan` does)

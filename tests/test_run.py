@@ -112,7 +112,7 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
     assert r.returncode == 2 and "not a model directory (no model.json)" in r.stderr
     (tmp_path / "out" / "annotated").mkdir(parents=True)
     r = batchmask("run", tmp_path / "out" / "annotated", tmp_path / "out")
-    assert r.returncode == 2 and "INPUT must not be a folder inside OUTPUT" in r.stderr
+    assert r.returncode == 2 and "INPUT must not be OUTPUT/annotated" in r.stderr
     photo = tmp_path / "photo.jpg"
     shutil.copy(SAMPLES / "astronaut.jpg", photo)
     r = batchmask("run", photo, tmp_path / "out2")
