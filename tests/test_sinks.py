@@ -32,7 +32,8 @@ def test_rows_are_committed_and_reloaded(tmp_path):
     assert [r["image"] for r in images] == ["a.jpg", "b.jpg"]
     assert len(faces) == len(jsonl) == 2
     with OutputStore(tmp_path) as store:
-        assert store.is_current("a.jpg", [1, 2]) and not store.is_current("a.jpg", [1, 3])
+        assert store.is_current("a.jpg", [1, 2]) and not store.is_current("a.jpg", [1, 2_000_000_002]) and not store.is_current("a.jpg", [3, 2])
+        assert store.is_current("a.jpg", [1, 2 + 500])  # float-second times (fsspec) within 1 µs of the exact ones
         assert not store.is_current("c.jpg", [1, 2])
 
 
