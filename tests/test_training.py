@@ -125,11 +125,25 @@ def test_data_build_refuses_inputs_without_photos(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.jpg").write_bytes(b"not a photo")
-    r = batchmask("data", "build", "--unmasked", tmp_path / "empty", "--masked", tmp_path / "empty", "--out", tmp_path / "d", "-q")
+    (tmp_path / "empty2").mkdir()
+    r = batchmask("data", "build", "--unmasked", tmp_path / "empty", "--masked", tmp_path / "empty2", "--out", tmp_path / "d", "-q")
     assert r.returncode == 2 and "no photos in" in r.stderr, r.stderr
+    r = batchmask("data", "build", "--unmasked", tmp_path, "--masked", tmp_path / "junk", "--out", tmp_path / "d", "-q")
+    assert r.returncode == 2 and "input folders overlap" in r.stderr, r.stderr
     r = batchmask("data", "build", "--unmasked", tmp_path / "junk", "--masked", tmp_path / "empty", "--out", tmp_path / "d", "-q", "-w", "1")
     assert r.returncode == 2 and "no face crops from 1 files (not a recognised image format: 1)" in r.stderr, r.stderr
     assert not (tmp_path / "d" / "metadata.csv").exists()
+
+
+def test_a_rebuild_into_a_folder_inside_an_input_does_not_read_its_own_crops(tmp_path):
+    (tmp_path / "un").mkdir()
+    (tmp_path / "ma").mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", tmp_path / "un" / "a.jpg")
+    shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", tmp_path / "ma" / "m.jpg")
+    for _ in range(2):
+        r = batchmask("data", "build", "--unmasked", tmp_path / "un", "--masked", tmp_path / "ma", "--out", tmp_path / "un" / "crops", "-q", "-w", "1")
+        assert r.returncode == 0, r.stderr
+        assert len((tmp_path / "un" / "crops" / "metadata.csv").read_text().splitlines()) == 1 + 2, r.stderr
 
 
 def test_train_rejects_a_folder_without_classes(tmp_path):

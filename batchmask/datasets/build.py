@@ -85,13 +85,18 @@ def build_dataset(
     """Crops of every source file into OUT; on Dask, workers write the crops to OUT themselves (a shared path)."""
     progress = progress or (lambda event, data: None)
     out = Path(out)
+    roots = [s.folder.resolve() for s in sources]
+    for i, a in enumerate(roots):
+        for b in roots[i + 1:]:
+            if a == b or a in b.parents or b in a.parents:
+                raise DatasetError(f"input folders overlap: {a} and {b} (each file must come from one folder, with one label)")
     out.mkdir(parents=True, exist_ok=True)
     tasks, meta = [], {}
     common = Path(os.path.commonpath([str(s.folder.resolve()) for s in sources])) if sources else Path()
     for src in sources:
         tag = src.folder.resolve().relative_to(common).as_posix() if len(sources) > 1 else src.folder.resolve().name
         tag = tag if tag != "." else src.folder.resolve().name
-        files = [f for f in scan(src.folder) if not f.problem]
+        files = [f for f in scan(src.folder, exclude=[out]) if not f.problem]  # an earlier build's crops are not inputs
         if limit:
             files = random.Random(f"{seed}:{tag}").sample(files, min(limit, len(files)))
             files.sort(key=lambda f: f.rel)
