@@ -503,11 +503,14 @@ def ensemble(
         _fail(f"ensembles need the 'train' extra (pip install 'batchmask[train]'): {e}")
     except ModelError as e:
         _fail(str(e), EXIT_USAGE)
-    margins = sorted({json.loads((m / "model.json").read_text()).get("crop_margin") for m in models}, key=str)
-    if len(margins) > 1:
-        err.print(f"warning: the members were calibrated with different crop margins ({', '.join(map(str, margins))}); the ensemble takes the "
-                  f"first one's and the mean threshold until `batchmask calibrate` chooses both for it", style="yellow")
-    err.print(f"ensemble of {len(models)} models written to {out} (threshold {meta['threshold']:.2f}, crop margin {meta['crop_margin']})")
+    metas = [json.loads((m / "model.json").read_text()) for m in models]
+    differ = [what for what, key in (("crop margins", "crop_margin"), ("crop levels", "crop_levels"), ("thresholds", "threshold"))
+              if len({json.dumps(m.get(key)) for m in metas}) > 1]
+    if differ:
+        err.print(f"warning: the members were calibrated with different {', '.join(differ)}; the ensemble takes the first one's crop "
+                  f"margin and levels and the mean threshold until `batchmask calibrate` chooses them for it", style="yellow")
+    levels = meta["crop_levels"] and f", crop levels {meta['crop_levels'][0]:g}-{meta['crop_levels'][1]:g} %"
+    err.print(f"ensemble of {len(models)} models written to {out} (threshold {meta['threshold']:.2f}, crop margin {meta['crop_margin']}{levels or ''})")
 
 
 @app.command()

@@ -81,6 +81,8 @@ def combine(members: list[Path], out: Path) -> dict:
     onnx.save(merged, str(tmp))
     tmp.replace(out / "model.onnx")
     digest = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    for stale in out.glob("training_curves_*.png"):  # an earlier ensemble's members
+        stale.unlink()
     for i, folder in enumerate(members):
         curves = Path(folder) / "training_curves.png"
         if curves.is_file():
@@ -96,6 +98,7 @@ def combine(members: list[Path], out: Path) -> dict:
         "input_size": head["input_size"],
         "input": head.get("input", "NHWC float32 RGB 0..255"),
         "crop_margin": head.get("crop_margin"),
+        "crop_levels": head.get("crop_levels"),
         "labels": list(CLASSES),
         "output": f"mean of {len(members)} members' softmax: P(masked), P(incorrect), P(unmasked)",
         "decision": head.get("decision", "masked if P(masked) >= threshold, else the likelier of incorrect and unmasked"),
