@@ -31,6 +31,10 @@ class MaskDetector:
         threads: int = 1,
         labels: int = 3,
     ):
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise ValueError(f"threshold must be within 0..1 (or None: the model's), not {threshold!r}")
+        if labels not in (2, 3):
+            raise ValueError(f"labels must be 2 or 3, not {labels!r}")
         config = WorkerConfig(
             detector_path=str(default_detector_path()),
             classifier_dir=str(model_dir or default_classifier_dir()),
@@ -46,20 +50,46 @@ class MaskDetector:
         return self._worker.threshold
 
     def detect(self, image: str | Path | np.ndarray) -> Faces:
-        """Faces with boxes in pixels of the image as displayed (EXIF orientation applied)."""
+        """Faces with boxes in pixels of the image as displayed (EXIF orientation applied);
+        `faces.labels()` labels them at this detector's threshold."""
         if isinstance(image, (str, Path)):
             loaded = load_image(str(image), target_side=self._worker.config.detector.max_side)
-            faces = self._worker.detect(loaded.pixels)
-            return faces.scaled(loaded.scale, loaded.height / loaded.pixels.shape[0])
-        arr = np.asarray(image)
-        if arr.ndim == 2:
-            arr = np.repeat(arr[:, :, None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise ValueError(f"expected an RGB image array (H×W×3), got shape {arr.shape}")
-        return self._worker.detect(np.ascontiguousarray(arr[:, :, :3], dtype=np.uint8))
+            faces = self._worker.detect(loaded.pixels).scaled(loaded.scale, loaded.height / loaded.pixels.shape[0])
+        else:
+            faces = self._worker.detect(as_rgb(image))
+        faces.threshold = self.threshold
+        return faces
 
     def labels(self, faces: Faces) -> list[str]:
         return faces.labels(self.threshold, self._worker.config.labels)
+
+
+def as_rgb(image) -> np.ndarray:
+    """An H×W×3 uint8 RGB array from an image array: greyscale (H×W or H×W×1) and RGBA are
+    converted; floats may be 0..1 or 0..255, uint16 0..65535; anything else is an error,
+    never a silent wrap-around."""
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an image array (H×W×3 RGB, H×W×4 RGBA or H×W greyscale), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"the image array is empty (shape {arr.shape})")
+    arr = arr[:, :, :3]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.uint16:
+        return np.ascontiguousarray((arr.astype(np.float32) / 257.0 + 0.5).astype(np.uint8))
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"image arrays must hold numbers, not {arr.dtype}")
+    low, high = float(arr.min()), float(arr.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
+        raise ValueError(f"image values must lie within 0..255 (or 0..1 for floats), not {low:g}..{high:g}")
+    if arr.dtype.kind == "f" and high <= 1.0:
+        arr = arr * 255.0
+    return np.ascontiguousarray(np.rint(arr).astype(np.uint8))
 
 
 @lru_cache(maxsize=1)

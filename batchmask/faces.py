@@ -22,6 +22,7 @@ class Faces:
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.float32))
     mask_scores: np.ndarray | None = None
     incorrect_scores: np.ndarray | None = None
+    threshold: float | None = None  # the classifier's threshold, when a model gave the scores: `labels()` uses it
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
@@ -41,7 +42,7 @@ class Faces:
         return len(self.boxes)
 
     def __getitem__(self, index) -> "Faces":
-        return Faces(self.boxes[index], self.det_scores[index], self.landmarks[index], self.mask_scores[index], self.incorrect_scores[index])
+        return Faces(self.boxes[index], self.det_scores[index], self.landmarks[index], self.mask_scores[index], self.incorrect_scores[index], self.threshold)
 
     @property
     def widths(self) -> np.ndarray:
@@ -56,18 +57,23 @@ class Faces:
         probs = np.asarray(probs, np.float32).reshape(len(self), 3)
         self.mask_scores, self.incorrect_scores = probs[:, 0].copy(), probs[:, 1].copy()
 
-    def labels(self, threshold: float = 0.5, labels: int = 3) -> list[str]:
-        """`masked` where the mask score reaches the threshold, else `incorrect` or `unmasked`
-        (see `classifier.decide`); with ``labels=2`` never `incorrect`."""
+    def labels(self, threshold: float | None = None, labels: int = 3) -> list[str]:
+        """`masked` where the mask score reaches the threshold (by default the model's, as `run` uses),
+        else `incorrect` or `unmasked` (see `classifier.decide`); with ``labels=2`` never `incorrect`."""
+        threshold = self.threshold if threshold is None else threshold
+        if threshold is None:
+            raise ValueError("no threshold: these scores came from no model, so give one (faces.labels(0.5))")
+        if not 0 <= threshold <= 1 or labels not in (2, 3):
+            raise ValueError(f"threshold must be within 0..1 and labels 2 or 3, not {threshold!r} and {labels!r}")
         return decide(self.probabilities, threshold, labels)
 
     def scaled(self, factor_x: float, factor_y: float) -> "Faces":
         s = np.array([factor_x, factor_y], np.float32)
-        return Faces(self.boxes * np.tile(s, 2), self.det_scores, self.landmarks * s, self.mask_scores, self.incorrect_scores)
+        return Faces(self.boxes * np.tile(s, 2), self.det_scores, self.landmarks * s, self.mask_scores, self.incorrect_scores, self.threshold)
 
     def shifted(self, dx: float, dy: float) -> "Faces":
         d = np.array([dx, dy], np.float32)
-        return Faces(self.boxes + np.tile(d, 2), self.det_scores, self.landmarks + d, self.mask_scores, self.incorrect_scores)
+        return Faces(self.boxes + np.tile(d, 2), self.det_scores, self.landmarks + d, self.mask_scores, self.incorrect_scores, self.threshold)
 
     @staticmethod
     def concat(parts: list["Faces"]) -> "Faces":

@@ -19,11 +19,31 @@ def test_mask_detector_labels_the_samples():
     det = MaskDetector()
     plain = det.detect(SAMPLES / "astronaut.jpg")
     masked = det.detect(SAMPLES / "masks" / "astronaut_surgical.jpg")
-    assert det.labels(plain) == ["unmasked"]
-    assert det.labels(masked) == ["masked"]
+    assert det.labels(plain) == plain.labels() == ["unmasked"]
+    assert det.labels(masked) == masked.labels() == ["masked"]  # faces know their model's threshold
     assert masked.mask_scores[0] > plain.mask_scores[0]
+    assert masked.labels(1.0) != ["masked"] and masked.labels(1.0, labels=2) == ["unmasked"] and masked[:1].labels() == ["masked"]
+    strict = MaskDetector(threshold=1.0)
+    assert strict.detect(SAMPLES / "masks" / "astronaut_surgical.jpg").labels() != ["masked"]
+    for bad in ({"threshold": 5}, {"threshold": -1}, {"labels": 4}):
+        with pytest.raises(ValueError):
+            MaskDetector(**bad)
+    with pytest.raises(ValueError, match="no threshold"):
+        Faces(np.zeros((1, 4)), [0.9], np.zeros((1, 5, 2)), [0.5]).labels()
 
 
-def test_bad_arrays_are_refused():
-    with pytest.raises(ValueError, match="expected an RGB image array"):
-        batchmask.detect(np.zeros((4, 4, 5), np.uint8))
+def test_arrays_of_other_types_are_converted_or_refused():
+    rgb = astronaut()
+    found = batchmask.detect(rgb)
+    for same in (rgb.astype(np.float32) / 255, rgb.astype(np.float64), rgb.astype(np.uint16) * 257,
+                 np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])):
+        again = batchmask.detect(same)
+        assert len(again) == 1, same.dtype
+        np.testing.assert_allclose(again.boxes, found.boxes, atol=2.0)
+    grey = rgb.mean(2).astype(np.uint8)
+    assert len(batchmask.detect(grey)) == len(batchmask.detect(grey[:, :, None])) == 1
+    for bad, message in [(np.zeros((4, 4, 5), np.uint8), "expected an image array"), (np.zeros((0, 0, 3), np.uint8), "empty"),
+                         (rgb.astype(np.int16) - 300, "within 0..255"), (np.full((8, 8, 3), np.nan), "within 0..255"),
+                         (rgb.astype(np.int32) * 16, "within 0..255"), (np.zeros((8, 8, 3), bool), "must hold numbers")]:
+        with pytest.raises(ValueError, match=message):
+            batchmask.detect(bad)
