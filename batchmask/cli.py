@@ -106,7 +106,15 @@ NO_ANNOTATE = typer.Option(False, "--no-annotate", help="Do not write annotated 
 ARCHIVE = typer.Option(None, "--archive", help="Move each input here (same relative path) once its rows are committed.")
 TIMEOUT = typer.Option(120.0, min=0.0, help="Seconds allowed per photo before it becomes an error row (0: no limit).")
 ENGINE = typer.Option("local", "--engine", help="local (a process pool on this machine) or dask (a Dask LocalCluster unless --scheduler).")
-SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://HOST:8786): run the tasks on that cluster's workers.")
+def _scheduler(address: Optional[str]) -> Optional[str]:
+    from .engine import scheduler_address_problem
+
+    if address is not None and scheduler_address_problem(address):
+        raise typer.BadParameter(scheduler_address_problem(address))
+    return address
+
+
+SCHEDULER = typer.Option(None, "--scheduler", callback=_scheduler, help="Dask scheduler address (tcp://HOST:8786): run the tasks on that cluster's workers.")
 MAX_PIXELS = typer.Option(100_000_000, min=1, help="Reject images whose header claims more pixels (decompression bombs).")
 
 

@@ -142,6 +142,10 @@ def _step(do: str, table: dict, where: str, base: Path) -> Step:
         raise JobError(f"{where}: labels must be 2 or 3, not {args['labels']}")
     if do == "run" and not 0 <= args.get("threshold", 0.5) <= 1:
         raise JobError(f"{where}: threshold must be between 0 and 1, not {args['threshold']}")
+    from .engine import scheduler_address_problem
+
+    if "scheduler" in args and scheduler_address_problem(args["scheduler"]):
+        raise JobError(f"{where}: scheduler: {scheduler_address_problem(args['scheduler'])}")
     if args.get("engine", "local") not in ("local", "dask"):
         raise JobError(f"{where}: engine must be local or dask, not {args['engine']!r}")
     if do == "report" and args.get("by", "day") not in ("day", "folder", "camera"):

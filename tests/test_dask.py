@@ -90,6 +90,20 @@ def test_unreachable_scheduler_fails_fast(tmp_path):
     assert time.monotonic() - t0 < 30
     assert r.returncode == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
 
+    # a port where something else listens answers no Dask handshake: the same 10 s limit, no traceback
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    t0 = time.monotonic()
+    r = batchmask("run", inp, tmp_path / "out", "--scheduler", f"tcp://127.0.0.1:{server.getsockname()[1]}", "-q", timeout=60)
+    server.close()
+    assert time.monotonic() - t0 < 30 and r.returncode == 1 and "within 10 s" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    for bad in ("tcp://127.0.0.1", "127.0.0.1:8786", "http://127.0.0.1:8786"):
+        r = batchmask("run", inp, tmp_path / "out", "--scheduler", bad, "-q")
+        assert r.returncode == 2 and "not a Dask scheduler address" in r.stderr.replace("\n", "").replace("│", ""), r.stderr
+
 
 def test_a_worker_killed_mid_run_loses_no_photo(tmp_path, cluster):
     """Runs last in this module: it kills one of the two workers."""

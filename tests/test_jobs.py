@@ -34,6 +34,7 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('input = "in"\noutput = "out"\nworkers = 0\n', "workers must be at least 1, not 0"),
     ('step = [1]\n', "step 1 must be a table"),
     ('[[step]]\ndo = ["run"]\n', "do must be one of run,"),
+    ('input = "in"\noutput = "out"\nscheduler = "10.0.0.5"\n', "scheduler: not a Dask scheduler address: '10.0.0.5'"),
     ('[[step]]\ndo = "report"\nout = "r.csv"\nlast_days = 7\nsince = 2026-01-01\n', "last_days and since / until choose the same period"),
     ('[[step]]\ndo = "report"\nout = "r.csv"\nsince = 2026-02-01\nuntil = 2026-01-01\n', "since (2026-02-01) is after until (2026-01-01)"),
 ])

@@ -7,8 +7,23 @@ pool is the default; other engines (Dask) implement the same interface.
 
 from .local import EngineError, LocalEngine
 
-__all__ = ["EngineError", "LocalEngine", "make_engine"]
+__all__ = ["EngineError", "LocalEngine", "make_engine", "scheduler_address_problem"]
 ENGINES = ("local", "dask")
+_PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def scheduler_address_problem(address: str) -> str | None:
+    """Why `address` is not a Dask scheduler address like tcp://HOST:8786, or None when it is one."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in _PROTOCOLS or not parts.hostname or port is None or parts.path not in ("", "/"):
+        return f"not a Dask scheduler address: {address!r} (expected {_PROTOCOLS[0]}://HOST:PORT, e.g. tcp://10.0.0.5:8786)"
+    return None
 
 
 def make_engine(config, workers: int | None = None, engine: str = "local", scheduler: str | None = None):

@@ -26,6 +26,28 @@ from .local import EngineError, crashed_result, default_workers
 Task = tuple[str, str]
 
 
+def _probe(address: str, timeout: float) -> None:
+    """Ask the scheduler who it is, with one deadline for connecting and answering."""
+    import asyncio
+
+    from distributed.core import rpc
+
+    async def identity():
+        async with rpc(address) as scheduler:
+            return await scheduler.identity()
+
+    async def within():
+        return await asyncio.wait_for(identity(), timeout)
+
+    try:
+        asyncio.run(within())
+    except (OSError, asyncio.TimeoutError, TimeoutError) as e:
+        why = f" ({type(e).__name__}: {e})" if str(e) else ""
+        raise EngineError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s{why}") from None
+    except Exception as e:  # a server that answers, but not as a Dask scheduler
+        raise EngineError(f"{address} did not answer as a Dask scheduler ({type(e).__name__}: {e})") from None
+
+
 def _plugin_name(config: WorkerConfig) -> str:
     return "batchmask-" + hashlib.sha1(pickle.dumps(config)).hexdigest()[:12]
 
@@ -68,6 +90,7 @@ class DaskEngine:
         self.cluster = None
         try:
             if scheduler:
+                _probe(scheduler, connect_timeout)  # Client alone can hang for a minute on a port that is not Dask
                 self.client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
             else:
                 self.cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=":0")
