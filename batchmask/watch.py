@@ -21,10 +21,10 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from .runner import RunOptions, RunSession, RunSummary
-from .sources import InputFile, input_file
+from .sources import InputFile, input_file, is_ignored_name, is_output_folder
 
 
 @dataclass
@@ -99,6 +99,22 @@ class _Handler(FileSystemEventHandler):
         self.pending.touch(os.fsdecode(path))
 
 
+def _lister(root: Path, excluded: list[Path]):
+    """os.scandir for the polling observer, leaving out the folders `scan` skips below `root`."""
+    skip = {str(d) for d in excluded}
+
+    def listdir(path):
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and (
+                    entry.path in skip or is_ignored_name(entry.name) or is_output_folder(Path(entry.path))
+                ):
+                    continue
+                yield entry
+
+    return listdir
+
+
 def _identity(folder: Path) -> tuple[int, int] | None:
     """Which folder a path names now (device, inode); None when it is gone."""
     try:
@@ -125,7 +141,10 @@ class Watcher:
     def run(self) -> RunSummary:
         session = RunSession(self.input_dir, self.output_dir, self.options, self.progress)
         session.watching = True
-        observer = PollingObserver(timeout=self.watch.interval) if self.watch.polling else Observer()
+        if self.watch.polling:  # each poll lists the tree: not the parts never scanned (OUTPUT, archive, hidden folders)
+            observer = PollingObserverVFS(os.stat, _lister(self.input_dir, session.excluded), polling_interval=self.watch.interval)
+        else:
+            observer = Observer()
         observer.schedule(_Handler(self.pending, self.input_dir), str(self.input_dir), recursive=True)
         with session:
             identity = _identity(self.input_dir)
@@ -160,8 +179,9 @@ class Watcher:
                     done += 1
                 elif not self.pending.touch(f.path):
                     break  # full: the rest is found by the next rescan
+            if not session.summary.scanned:  # the catch-up at start: what OUTPUT already had then
+                session.summary.skipped = done
             session.summary.scanned = max(session.summary.scanned, len(found))
-            session.summary.skipped = max(session.summary.skipped, done)
             self.progress("scanned", {"files": len(found)})
         now = time.monotonic()
         # OUTPUT and the archive are skipped only where they lie inside INPUT (as `scan` does)

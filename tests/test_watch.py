@@ -227,3 +227,20 @@ def test_an_older_output_inside_the_watched_folder_is_not_read_as_photos(tmp_pat
     time.sleep(1.5)
     assert w.stop() == 0
     assert {r["image"] for r in rows(out)} == {"a.jpg", "b.jpg"}
+
+
+def test_polling_does_not_list_the_folders_never_scanned(tmp_path):
+    """Each poll lists INPUT's tree: an archive or OUTPUT inside it grows forever and is left out."""
+    from watchdog.utils.dirsnapshot import DirectorySnapshot
+
+    from batchmask.watch import _lister
+
+    inp = tmp_path / "in"
+    for rel in ("sub/a.jpg", "archive/old.jpg", "out/annotated/a.jpg", "older-out/x.jpg", ".sync/partial.jpg"):
+        (inp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (inp / rel).write_bytes(b"x")
+    (inp / "older-out" / ".batchmask").mkdir()
+    (inp / "older-out" / ".batchmask" / "ledger.jsonl").write_text("")
+    snapshot = DirectorySnapshot(str(inp), listdir=_lister(inp, [inp / "out", inp / "archive"]))
+    listed = {os.path.relpath(p, inp) for p in snapshot.paths}
+    assert listed == {".", "sub", "sub/a.jpg"}, listed
