@@ -134,6 +134,7 @@ class Watcher:
         self.stop_event = threading.Event()
         self.pending = _Pending(self.watch.max_pending)
         self._seen: dict[str, tuple[list[int], float]] = {}  # path -> (signature, when it last changed)
+        self._caught_up = False
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -179,8 +180,8 @@ class Watcher:
                     done += 1
                 elif not self.pending.touch(f.path):
                     break  # full: the rest is found by the next rescan
-            if not session.summary.scanned:  # the catch-up at start: what OUTPUT already had then
-                session.summary.skipped = done
+            if not self._caught_up:  # the scan at start: what OUTPUT already had then
+                session.summary.skipped, self._caught_up = done, True
             session.summary.scanned = max(session.summary.scanned, len(found))
             self.progress("scanned", {"files": len(found)})
         now = time.monotonic()
