@@ -554,6 +554,8 @@ def calibrate(
             _fail(str(e), EXIT_USAGE)
         except ModelError as e:
             _fail(str(e))
+    for warning in choice["warnings"]:
+        err.print(f"warning: {warning}", style="yellow")
     for name, reason in list(choice["skipped"].items())[:5]:
         err.print(f"skipped {name}: {reason}", style="yellow")
     if len(choice["skipped"]) > 5:
@@ -714,12 +716,10 @@ def _stale_run(run_dir: Path, model_dir: Path) -> bool:
 
 
 def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: Optional[float], title: str) -> None:
-    import json
-
     from .evaluation.crops import CropsError, evaluate_crops, render_crops_markdown
     from .evaluation.report import fmt, render_html
     from .models import ModelError, default_classifier_dir
-    from .storage import atomic_write_text
+    from .storage import atomic_write_json, atomic_write_text
 
     if not folder.is_dir():
         _fail(f"crops folder not found: {folder}", EXIT_USAGE)
@@ -731,7 +731,7 @@ def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: O
         _fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
     md = render_crops_markdown(m, title)
-    atomic_write_text(out / "metrics.json", json.dumps(m, indent=2) + "\n")
+    atomic_write_json(out / "metrics.json", m)
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", render_html(md, out))
     b, t = m["binary"], m["three_labels"]

@@ -11,14 +11,13 @@ Needs the `onnx` package (the `train` extra); inference does not.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
 from .classifier import CLASSES
 from .models import ModelError, verified_model
 from .onnx_rewrite import fuse_hard_activations
-from .storage import atomic_write_text
+from .storage import atomic_write_json
 
 INPUT = "input"
 OUTPUT = "probabilities"
@@ -109,7 +108,7 @@ def combine(members: list[Path], out: Path) -> dict:
             for i, (m, folder) in enumerate(zip(metas, members))
         ],
     }
-    atomic_write_text(out / "model.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(out / "model.json", meta)
     return meta
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -66,3 +68,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
 
 def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = True) -> None:
     atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"), durable)
+
+
+def strict_json(obj):
+    """`obj` with NaN and infinities as None (null): strict JSON parsers reject bare NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    """Pretty, strict JSON (no NaN), written atomically."""
+    atomic_write_text(path, json.dumps(strict_json(obj), indent=2, allow_nan=False) + "\n")

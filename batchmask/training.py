@@ -20,7 +20,7 @@ from .classifier import CLASSES, CROP_MARGIN
 from .evaluation.crops import best_balanced_threshold, binary_metrics, three_label_metrics
 from .datasets.splits import assign_split
 from .images import ImageError, is_image_name, load_image
-from .storage import atomic_write_text
+from .storage import atomic_write_json
 
 INPUT_SIZE = 96
 
@@ -327,7 +327,7 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
         meta["training"]["backbone"] = {"file": str(backbone), "sha256": hashlib.sha256(Path(backbone).read_bytes()).hexdigest(), "pretrained": not scratch}
     if dataset_summary:
         meta["training"]["dataset_summary"] = dataset_summary
-    atomic_write_text(out / "model.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(out / "model.json", meta)
     _plot_curves(hist, out / "training_curves.png")
     return meta
 

@@ -16,7 +16,6 @@ import tempfile
 import zlib
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

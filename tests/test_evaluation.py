@@ -365,6 +365,8 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     assert within and chosen in within and chosen["tnr"] == max(row["tnr"] for row in within)
     assert f"threshold {meta['threshold']:.2f}" in r.stderr
     assert ("crop levels stretched" in r.stderr) == ("crop_levels" in meta)
+    assert "faces >= 16 px: a choice on under 50 faces of a class is mostly chance" in r.stderr.replace("\n", " ")  # 30 webcam photos
+    assert choice["warnings"] and "NaN" not in (model / "model.json").read_text()  # strict JSON
 
     bad = tmp_path / "gt.csv"
     bad.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,hat\n")

@@ -282,7 +282,7 @@ def test_three_labels_by_default_and_two_on_request(tmp_path):
     # the box of a mask worn incorrectly is drawn in its own colour
     f = by_image["under_nose.jpg"]
     x1, y1 = int(float(f["x1"])), int(float(f["y1"]))
-    x2, y2 = int(float(f["x2"])), int(float(f["y2"]))
+    y2 = int(float(f["y2"]))
     drawn = np.asarray(Image.open(out / "annotated" / "under_nose.jpg").convert("RGB")).astype(int)
     edge = drawn[(y1 + y2) // 2 - 5:(y1 + y2) // 2 + 5, max(0, x1 - 3):x1 + 4].reshape(-1, 3)
     nearest = {label: np.abs(edge - np.array(rgb)).sum(axis=1).min() for label, rgb in COLOURS.items()}

@@ -12,7 +12,6 @@ Output: DATA/{train,val,test}/{masked,unmasked,incorrect}/*.jpg, metadata.csv, s
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 from collections import Counter
@@ -24,7 +23,7 @@ from ..detector import DetectorConfig
 from ..engine import make_engine
 from ..models import default_detector_path
 from ..sources import scan
-from ..storage import UnsafePathError, atomic_write_text, safe_join
+from ..storage import UnsafePathError, atomic_write_json, safe_join
 from ..worker import WorkerConfig
 from .masks import INCORRECT_WEIGHTS, STYLES
 from .splits import assign_split, group_key
@@ -163,5 +162,5 @@ def build_dataset(
         "crop_margin": CROP_MARGIN,
         "sources": [{"folder": str(s.folder), "label": s.label} for s in sources],
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     return summary

@@ -22,7 +22,7 @@ from ..classifier import CROP_MARGIN, crop_faces, stretch_levels
 from ..faces import Faces
 from ..images import ImageError, load_image
 from ..models import default_detector_path
-from ..storage import atomic_write_text
+from ..storage import atomic_write_json
 from .groundtruth import load_ground_truth
 from .metrics import Prediction, compute_metrics
 
@@ -44,6 +44,9 @@ def classified_at_margin(worker, img: np.ndarray, raw: Faces, margin: float, lev
         crops = crop_faces(img, raw.boxes, worker.classifier.input_size, margin)
         faces.set_probabilities(worker.classifier.classify(stretch_levels(crops, *levels) if levels else crops))
     return worker.detector.reported(faces, *img.shape[:2])
+
+
+FEW_FACES = 50  # fewer masked or unmasked tuning faces than this: the choice is announced as unreliable
 
 
 def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int = 300, max_fnr: float = 0.05,
@@ -125,5 +128,14 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
         "skipped_photos": skipped,
         "sweep": rows,
     }
-    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-    return {**choice, "skipped": skipped}
+    warnings = []
+    few = {label: counts[label]["ground_truth"] for label in ("masked", "unmasked") if counts[label]["ground_truth"] < FEW_FACES}
+    if few:
+        warnings.append(f"the tuning photos hold only {' and '.join(f'{n} {label}' for label, n in few.items())} faces >= 16 px: "
+                        f"a choice on under {FEW_FACES} faces of a class is mostly chance (raise --tuning)")
+    if choice["threshold"] in (min(thresholds), max(thresholds)):
+        warnings.append(f"the chosen threshold {choice['threshold']:.2f} is at the edge of the searched range "
+                        f"({min(thresholds):.2f}-{max(thresholds):.2f}): the best one may lie beyond it")
+    meta["threshold_choice"]["warnings"] = warnings
+    atomic_write_json(meta_path, meta)
+    return {**choice, "skipped": skipped, "warnings": warnings}

@@ -10,7 +10,7 @@ import math
 import time
 from pathlib import Path
 
-from ..storage import atomic_write_text
+from ..storage import atomic_write_json, atomic_write_text
 from .groundtruth import image_key, load_ground_truth
 from .metrics import Prediction, compute_metrics
 from .plots import recall_plot, roc_plot, sweep_plot
@@ -249,7 +249,7 @@ def write_report(gt_path: Path, preds: dict[str, list[Prediction]], out: Path, t
     recall_plot(metrics, out / "recall_by_width.png")
     sweep_plot(metrics, out / "threshold_sweep.png")
     md = render_markdown(metrics, title, source)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", render_html(md, out))
     return metrics
