@@ -24,6 +24,19 @@ app.add_typer(data_app, name="data")
 err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)  # file names may hold [brackets]
 
 
+def _version(show: bool) -> None:
+    if show:
+        from . import __version__
+
+        print(f"batchmask {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    """Find every face in batches of photos and say whether each one wears a mask."""
+
+
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
     err.print(Text.assemble(("error: ", "bold red"), message))
     raise typer.Exit(code)

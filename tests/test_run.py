@@ -125,6 +125,10 @@ def test_help_shows_flags_without_a_value_and_options_with_theirs():
     lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("│ --")}
     assert "<" not in lines["--force"] and "<" not in lines["--no-annotate"], r.stdout
     assert "<path>" in lines["--archive"] and "<float" in lines["--timeout"], r.stdout
+    from batchmask import __version__
+
+    r = batchmask("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"batchmask {__version__}"
 
 
 def test_corrupt_model_fails_with_a_clear_message(photo_tree, tmp_path):
