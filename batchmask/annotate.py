@@ -1,4 +1,4 @@
-"""Drawing boxes, labels and scores on a photo, legible at any image size."""
+"""Drawing boxes, labels and scores on a photo, legible at any image size and in crowds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import numpy as np
 
 from .faces import Faces
 
-COLOURS = {"masked": (46, 160, 67), "unmasked": (220, 38, 38), "incorrect": (245, 158, 11)}  # RGB
+# Okabe-Ito colours, told apart with red-green colour blindness too (RGB); text colour on each
+COLOURS = {"masked": (0, 114, 178), "unmasked": (213, 94, 0), "incorrect": (240, 228, 66)}
+TEXT_COLOURS = {"incorrect": (0, 0, 0)}
+SHORT = {"masked": "M", "unmasked": "U", "incorrect": "I"}
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -16,25 +19,71 @@ def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.
 
     `scale` converts the face coordinates (full-size pixels) to `rgb` pixels.
     Line width and text size follow both the image size and the face size, so
-    labels stay readable on thumbnails and 48 MP photos alike.
+    labels stay readable on thumbnails and 48 MP photos alike. Boxes are drawn
+    first, then the labels, each where it covers no earlier label (above the
+    box, inside its top, below it). A label much wider than its face, or one with
+    no free place in a crowd, shrinks to its initial and score ("U 0.87").
     """
     out = np.ascontiguousarray(rgb.copy())
     h, w = out.shape[:2]
     base = max(h, w)
     probs = faces.probabilities
-    for box, label, p in zip(faces.boxes / scale, labels, probs):
-        x1, y1, x2, y2 = [int(round(v)) for v in box]
-        colour = COLOURS.get(label, (255, 255, 255))
-        face_w = max(1, x2 - x1)
-        thick = max(1, round(min(base / 400, face_w / 25)))
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
+    boxes = [[int(round(v)) for v in box] for box in faces.boxes / scale]
+    thicks = []
+    for (x1, y1, x2, y2), label in zip(boxes, labels):
+        thick = max(1, round(min(base / 400, max(1, x2 - x1) / 25)))
+        cv2.rectangle(out, (x1, y1), (x2, y2), COLOURS.get(label, (255, 255, 255)), thick, cv2.LINE_AA)
+        thicks.append(thick)
+    placed: list[tuple[int, int, int, int]] = []
+    for i in sorted(range(len(boxes)), key=lambda i: (boxes[i][1], boxes[i][0])):
+        x1, y1, x2, y2 = boxes[i]
+        label, p = labels[i], probs[i]
         # the confidence of the label shown; with two labels `unmasked` covers incorrect too
         confidence = {"masked": p[0], "incorrect": p[1]}.get(label, 1.0 - p[0] if p[1] > p[2] else p[2])
-        text = label if np.isnan(p[0]) else f"{label} {confidence:.2f}"
-        font_scale = float(np.clip(max(face_w / 120, base / 1600), 0.35, 3.0))
-        (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, max(1, thick // 2))
-        ty = y1 - baseline - 2 if y1 - th - baseline - 4 >= 0 else y2 + th + 2
-        tx = min(max(0, x1), max(0, w - tw - 2))
-        cv2.rectangle(out, (tx, ty - th - 2), (tx + tw + 2, ty + baseline), colour, -1)
-        cv2.putText(out, text, (tx + 1, ty - 1), FONT, font_scale, (255, 255, 255), max(1, thick // 2), cv2.LINE_AA)
+        score = "" if np.isnan(p[0]) else f" {min(confidence, 0.99):.2f}"
+        font_scale = float(np.clip(max((x2 - x1) / 120, base / 1600), 0.35, 3.0))
+        weight = max(1, thicks[i] // 2)
+        full, short = f"{label}{score}", f"{SHORT.get(label, label[:1].upper())}{score}"
+        # a label much wider than its face (a crowd seen from afar) would hide the faces around it
+        wide = cv2.getTextSize(full, FONT, font_scale, weight)[0][0] > 2.5 * max(1, x2 - x1)
+        for text in ((short,) if wide else (full, short)):
+            fit = _fitting_scale(text, font_scale, weight, w, h)
+            rect, overlap = _place(text, fit, weight, (x1, y1, x2, y2), w, h, placed)
+            if overlap == 0:
+                break
+        tx, top, right, bottom, baseline, fit, text = rect
+        colour = COLOURS.get(label, (255, 255, 255))
+        cv2.rectangle(out, (tx, top), (right, bottom), colour, -1)
+        cv2.putText(out, text, (tx + 1, bottom - baseline - 1), FONT, fit, TEXT_COLOURS.get(label, (255, 255, 255)), weight, cv2.LINE_AA)
+        placed.append((tx, top, right, bottom))
     return out
+
+
+def _fitting_scale(text: str, font_scale: float, weight: int, w: int, h: int) -> float:
+    """The font scale, reduced until the label is at most as wide as the image and a third of its height."""
+    (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, weight)
+    shrink = min(1.0, (w - 4) / max(1, tw + 2), (h / 3) / max(1, th + baseline + 3))
+    return max(0.2, font_scale * shrink)
+
+
+def _place(text, font_scale, weight, box, w, h, placed):
+    """The label rectangle above the box, inside its top or below it: the first free one inside
+    the image, else the one overlapping earlier labels least; and that overlap (pixels)."""
+    x1, y1, x2, y2 = box
+    (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, weight)
+    lw, lh = tw + 2, th + baseline + 3
+    tx = min(max(0, x1), max(0, w - lw))
+    best = None
+    for top in (y1 - lh, y1, y2):  # above, inside the top edge, below
+        top = min(max(0, top), max(0, h - lh))
+        rect = (tx, top, tx + lw, top + lh)
+        overlap = sum(_overlap(rect, other) for other in placed)
+        if best is None or overlap < best[1]:
+            best = ((tx, top, tx + lw, top + lh, baseline, font_scale, text), overlap)
+        if overlap == 0:
+            break
+    return best
+
+
+def _overlap(a, b) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))

@@ -25,6 +25,7 @@ from .remote import RemoteError, is_url, read_bytes
 from .remote import join as remote_join
 from .sinks import REWRITES, spreadsheet_safe
 from .storage import UnsafePathError, atomic_write_bytes, atomic_write_text, safe_join
+from .annotate import COLOURS
 from .worker import ANNOTATED_DIR, annotated_name
 
 GROUPINGS = ("day", "folder", "camera")
@@ -221,23 +222,28 @@ def _chart_png(table, by: str) -> bytes:
     fig, ax = plt.subplots(figsize=(min(14, max(6, 0.45 * n + 3)), 4))
     x = np.arange(n)
     bottom = np.zeros(n)
-    for label, colour in zip(COUNTS, ("#2ea043", "#f59e0b", "#dc2626")):
-        ax.bar(x, table[label], bottom=bottom, color=colour, label=label)
+    for label in COUNTS:
+        ax.bar(x, table[label], bottom=bottom, color=_hex(label), label=label, edgecolor="#333333" if label == "incorrect" else None, linewidth=0.4)
         bottom += table[label].to_numpy()
     ax.set_ylabel("faces")
     ax.set_xticks(x, [str(v) for v in table[by]], rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center", fontsize=8)
     rate = ax.twinx()
-    rate.plot(x, table["compliance_rate"] * 100, color="#111827", marker="o", label="compliance %")
+    # days are a sequence (a line between them); folders and cameras are not (markers only)
+    rate.plot(x, table["compliance_rate"] * 100, color="#111827", marker="o", linestyle="-" if by == "day" else "none", label="compliance %")
     rate.set_ylim(0, 105)
     rate.set_ylabel("compliance (%)")
     handles = ax.get_legend_handles_labels()[0] + rate.get_legend_handles_labels()[0]
-    ax.legend(handles, [*COUNTS, "compliance %"], loc="upper left", fontsize=8, ncols=4)
-    ax.set_title(f"Faces and compliance by {by}")
+    ax.legend(handles, [*COUNTS, "compliance %"], loc="lower left", bbox_to_anchor=(0, 1.02), fontsize=8, ncols=4, frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _hex(label: str) -> str:
+    """The colour of a label in annotated copies, for the chart and the thumbnails' borders."""
+    return "#%02x%02x%02x" % COLOURS[label]
 
 
 def _thumbnails(outputs, images, faces, limit: int) -> list[dict]:
@@ -299,7 +305,8 @@ def _thumbnails(outputs, images, faces, limit: int) -> list[dict]:
         crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), 96), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         ok, buf = cv2.imencode(".jpg", crop[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
         if ok:
-            thumbs.append({"jpeg": base64.b64encode(buf.tobytes()).decode(), "image": face["image"], "day": face["day"], "label": face["label"]})
+            thumbs.append({"jpeg": base64.b64encode(buf.tobytes()).decode(), "image": face["image"], "day": face["day"], "label": face["label"],
+                           "face": face.get("face", "")})
     return thumbs
 
 
@@ -327,7 +334,7 @@ def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: i
     thumbs = _thumbnails(outputs, images, faces, thumbnails)
     figures = "".join(
         f"<figure class='{esc(t['label'])}'><img src='data:image/jpeg;base64,{t['jpeg']}' alt='{esc(t['label'])}'>"
-        f"<figcaption>{esc(t['label'])}<br>{esc(t['image'])}<br>{esc(t['day'])}</figcaption></figure>"
+        f"<figcaption>{esc(t['label'])} · face {esc(str(t['face']))}<br>{esc(t['image'])}<br>{esc(t['day'])}</figcaption></figure>"
         for t in thumbs
     )
     noncompliant = totals["incorrect"] + totals["unmasked"]
@@ -335,8 +342,9 @@ def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: i
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}th{background:#f3f4f6}tr.total td{font-weight:bold;background:#f9fafb}"
-        ".grid{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:120px;font-size:11px;word-break:break-all}"
-        "figure img{height:96px;max-width:120px;border:3px solid #dc2626}figure.incorrect img{border-color:#f59e0b}"
+        ".grid{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:126px;font-size:11px;overflow-wrap:anywhere}"
+        f"figure img{{height:102px;max-width:126px;box-sizing:border-box;border:3px solid {_hex('unmasked')}}}"
+        f"figure.incorrect img{{border-color:{_hex('incorrect')}}}"
         "img.chart{max-width:100%}"
     )
     return (

@@ -1,0 +1,31 @@
+"""Annotated copies: every face keeps a readable label, wherever and however large it is."""
+
+import numpy as np
+
+from batchmask.annotate import COLOURS, annotate
+from batchmask.faces import Faces
+
+
+def faces(boxes, mask_score):
+    n = len(boxes)
+    return Faces(np.asarray(boxes, np.float32), np.full(n, 0.9), np.zeros((n, 5, 2)), np.full(n, mask_score), np.zeros(n))
+
+
+def label_pixels(drawn, colour, rows=slice(None)):
+    return int(np.all(drawn[rows] == colour, axis=2).sum())
+
+
+def test_a_face_filling_the_photo_keeps_its_label_inside_the_photo():
+    grey = np.full((240, 240, 3), 128, np.uint8)
+    for box in ([20, 30, 230, 239], [0, 0, 240, 240], [5, 200, 60, 240]):  # large, whole photo, at the bottom edge
+        drawn = annotate(grey, faces([box], 0.95), ["masked"])
+        assert label_pixels(drawn, COLOURS["masked"]) > 300, box  # a filled label, not only the box outline
+
+
+def test_labels_in_a_crowd_do_not_cover_each_other():
+    grey = np.full((300, 400, 3), 128, np.uint8)
+    boxes = [[x, y, x + 18, y + 20] for y in range(40, 260, 36) for x in range(10, 380, 30)]
+    drawn = annotate(grey, faces(boxes, 0.1), ["unmasked"] * len(boxes))
+    alone = sum(label_pixels(annotate(grey, faces([b], 0.1), ["unmasked"]), COLOURS["unmasked"]) for b in boxes[:3]) / 3
+    # short labels ("U 0.90") for faces this small, most of them placed where no other label is
+    assert label_pixels(drawn, COLOURS["unmasked"]) > 0.6 * alone * len(boxes)
