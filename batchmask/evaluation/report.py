@@ -166,6 +166,10 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         "",
         _seed_table_md(metrics),
         "",
+        "The published pipeline's table, binary: a masked face is classified correctly when labelled masked, an unmasked "
+        "face when labelled non-compliant (unmasked, or incorrect); the worn-incorrectly row lists what its faces were "
+        "labelled. The three-label table below tells incorrect and unmasked apart.",
+        "",
         f"False detections (boxes matching no annotated face of any size): {metrics['false_detections']}, "
         f"of which {metrics['false_detections_flagged_unmasked']} were labelled unmasked.",
         "",
@@ -181,7 +185,7 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         "",
         "## ROC",
         "",
-        f"Pipeline ROC AUC {fmt(metrics['pipeline_roc']['auc'])} (missed faces count as predicted masked, as the seed did); "
+        f"Pipeline ROC AUC {fmt(metrics['pipeline_roc']['auc'])} (missed faces count as predicted masked, as the published pipeline counted them); "
         f"classifier-only ROC AUC on matched faces {fmt(metrics['classifier_roc']['auc'])}.",
         "",
         "![ROC](roc.png)",
