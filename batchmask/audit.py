@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .annotate import COLOURS
 from .remote import RemoteError, is_url, read_bytes
 from .remote import join as remote_join
 from .sinks import REWRITES, spreadsheet_safe
 from .storage import UnsafePathError, atomic_write_bytes, atomic_write_text, safe_join
-from .annotate import COLOURS
 from .worker import ANNOTATED_DIR, annotated_name
 
 GROUPINGS = ("day", "folder", "camera")

@@ -12,6 +12,8 @@ from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .runner import EXIT_BUSY, EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE, RunOptions
+from .sinks import STATE_DIR
+from .worker import ANNOTATED_DIR
 
 app = typer.Typer(
     help="Find every face in batches of photos and say whether each one wears a mask.",
@@ -145,6 +147,9 @@ def _check_model(model: Optional[Path]) -> None:
         _fail(f"not a model directory (no model.json): {model}", EXIT_USAGE)
 
 
+_OWN_FOLDERS = (ANNOTATED_DIR, STATE_DIR)  # batchmask's own copies and records in OUTPUT: never an INPUT
+
+
 def _check_input_folder(input: Path) -> None:
     if input.is_file():
         _fail(f"INPUT is a file, not a folder: {input} (put the photos in a folder and give the folder)", EXIT_USAGE)
@@ -166,7 +171,7 @@ def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]
             _fail("--archive needs a local (or mounted) INPUT folder", EXIT_USAGE)
         if not is_url(input):
             _check_input_folder(input)
-        if is_url(input) and is_url(output) and any((input.rstrip("/") + "/").startswith(f"{output.rstrip('/')}/{d}/") for d in ("annotated", ".batchmask")):
+        if is_url(input) and is_url(output) and any((input.rstrip("/") + "/").startswith(f"{output.rstrip('/')}/{d}/") for d in _OWN_FOLDERS):
             _fail("INPUT must not be OUTPUT/annotated or .batchmask (batchmask's own copies and records)", EXIT_USAGE)
         _check_model(model)
         return
@@ -176,7 +181,7 @@ def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]
     _check_model(model)
     if output.resolve() == input.resolve():
         _fail("OUTPUT must be a different folder from INPUT (it may be inside it)", EXIT_USAGE)
-    own = [output.resolve() / d for d in ("annotated", ".batchmask")]
+    own = [output.resolve() / d for d in _OWN_FOLDERS]
     if any(d == input.resolve() or d in input.resolve().parents for d in own):
         _fail("INPUT must not be OUTPUT/annotated or .batchmask (batchmask's own copies and records)", EXIT_USAGE)
     if archive is not None and archive.resolve() in (input.resolve(), output.resolve()):
