@@ -120,7 +120,7 @@ def _convert(value, kind: str, where: str, key: str, base: Path):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
             raise bad("a path or a list of paths")
-        return [v if "://" in v else (base / os.path.expanduser(v)).resolve() for v in items]
+        return [_convert(v, "path", where, key, base) for v in items]
     raise AssertionError(kind)
 
 
