@@ -244,3 +244,36 @@ def test_polling_does_not_list_the_folders_never_scanned(tmp_path):
     snapshot = DirectorySnapshot(str(inp), listdir=_lister(inp, [inp / "out", inp / "archive"]))
     listed = {os.path.relpath(p, inp) for p in snapshot.paths}
     assert listed == {".", "sub", "sub/a.jpg"}, listed
+
+
+def test_unchanged_count_is_what_output_held_at_start_not_after_a_rescan(tmp_path):
+    """Photos done before the watch started are reported as unchanged once; a rescan after a burst
+    finds the watch's own results done too, and must not count them as unchanged."""
+    from conftest import batchmask
+
+    from batchmask.runner import RunOptions
+    from batchmask.watch import Watcher, WatchOptions
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    for i in range(3):
+        shutil.copy(PHOTOS[1], inp / f"before{i}.jpg")
+    assert batchmask("run", inp, out, "-q", "-w", "1", "--no-annotate").returncode == 0
+    events, result = [], []
+    watcher = Watcher(inp, out, RunOptions(workers=1, annotate=False), WatchOptions(settle=0.3, max_pending=5), lambda e, d: events.append(e))
+    thread = threading.Thread(target=lambda: result.append(watcher.run()))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "watching" not in events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for i in range(12):
+            shutil.copy(PHOTOS[1], inp / f"burst{i:02}.jpg")
+        wait_for_rows(out, {f"burst{i:02}.jpg" for i in range(12)}, timeout=120)
+    finally:
+        watcher.stop()
+        thread.join(60)
+    assert events.count("scanned") >= 2  # the rescan after the overflow happened
+    summary = result[0]
+    assert summary.skipped == 3
+    assert summary.processed == 12
