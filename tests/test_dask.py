@@ -126,3 +126,32 @@ def test_a_worker_killed_mid_run_loses_no_photo(tmp_path, cluster):
     assert all(r["status"] == "ok" for r in rows)
     faces = face_rows(out)
     assert len(faces) == len({f[0] for f in faces}) == 30  # 3 of every 4 photos hold one face, each once
+
+
+def test_sigterm_while_the_local_cluster_starts_exits_cleanly(tmp_path):
+    """SIGTERM as soon as the LocalCluster's worker processes appear (the cluster half made):
+    exit 130 once it has started, no traceback from distributed's exit hook, nothing left running."""
+    import psutil
+
+    inp = photos(tmp_path / "in", 2)
+    proc = subprocess.Popen([sys.executable, "-m", "batchmask", "run", str(inp), str(tmp_path / "out"), "--engine", "dask", "-w", "1", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    me = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if any("spawn_main" in " ".join(c.cmdline()) for c in me.children(recursive=True)):
+                break
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    else:
+        pytest.fail("no Dask worker process appeared")
+    children = me.children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert "interrupted" in err
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive

@@ -14,8 +14,11 @@ Needs the `dask` extra (dask[distributed]).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pickle
+import signal
+import threading
 from collections.abc import Iterable, Iterator
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -46,6 +49,27 @@ def _probe(address: str, timeout: float) -> None:
         raise EngineError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s{why}") from None
     except Exception as e:  # a server that answers, but not as a Dask scheduler
         raise EngineError(f"{address} did not answer as a Dask scheduler ({type(e).__name__}: {e})") from None
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM while a LocalCluster starts, then deliver them.
+
+    Interrupted inside its start, a LocalCluster is left half made, and distributed's own
+    exit hook fails on it with a traceback; started, it closes cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _plugin_name(config: WorkerConfig) -> str:
@@ -87,16 +111,20 @@ class DaskEngine:
         from distributed import Client, LocalCluster
 
         self.config = config
-        self.cluster = None
+        self.cluster = self.client = None
         try:
             if scheduler:
                 _probe(scheduler, connect_timeout)  # Client alone can hang for a minute on a port that is not Dask
                 self.client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
             else:
-                self.cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=":0")
+                with _signals_held():
+                    self.cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=":0")
                 self.client = Client(self.cluster, set_as_default=False)
         except (OSError, TimeoutError) as e:
             raise EngineError(f"cannot reach the Dask scheduler at {scheduler} within {connect_timeout:g} s ({e})") from None
+        except BaseException:
+            self.close()
+            raise
         self.dashboard = self.client.dashboard_link
         n = len(self.client.scheduler_info()["workers"])
         if n == 0:
