@@ -774,6 +774,7 @@ def data_build(
     """Crop faces from raw photos (artificially masking a share of the unmasked ones) into train/val/test sets."""
     from .datasets.build import BuildSource, DatasetError, build_dataset
     from .engine import EngineError
+    from .sinks import OutputBusyError
 
     for folder in [*unmasked, *masked]:
         if not folder.is_dir():
@@ -797,6 +798,8 @@ def data_build(
                                     workers=workers, progress=on_event, engine=_engine(engine), scheduler=scheduler)
         except DatasetError as e:
             _fail(str(e), EXIT_USAGE)
+        except OutputBusyError as e:
+            _fail(str(e), EXIT_BUSY)
         except EngineError as e:
             _fail(str(e))
     skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(summary["skipped"].items()))
@@ -813,8 +816,23 @@ def main() -> None:
         sys.exit(130)
     except SystemExit as e:
         if e.code == 130:  # Typer turns Ctrl-C (and SIGTERM, see _sigterm_as_interrupt) into a silent exit 130
-            err.print("interrupted: rows committed so far are kept; the same command resumes")
+            after = _AFTER_INTERRUPT.get(_command())
+            err.print(f"interrupted: {after}" if after else "interrupted")
         raise
+
+
+_AFTER_INTERRUPT = {
+    "run": "rows committed so far are kept; the same command resumes",
+    "watch": "rows committed so far are kept; the same command resumes",
+    "job": "rows committed so far are kept; the same command resumes",
+    "evaluate": "the photos done so far are kept in REPORT/run; the same command resumes",
+    "data": "DATA keeps its earlier metadata.csv; the next build into it removes this one's crops",
+}
+
+
+def _command() -> str:
+    """The subcommand on the command line (the first word that is not an option)."""
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), "")
 
 
 if __name__ == "__main__":

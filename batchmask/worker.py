@@ -180,12 +180,17 @@ class Worker:
         crops = crop_faces(rgb, faces.boxes[idx], self.config.crop_size, self.config.crop_margin, fit_inside=True)
         written = []
         for k, (i, crop) in enumerate(zip(idx, crops)):
-            name = f"{rel}.face{k}.jpg"
+            name = crop_name(rel, k)
             target = safe_join(self.config.crops_root, name)
             ok, buf = cv2.imencode(".jpg", crop[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
             atomic_write_bytes(target, buf.tobytes(), durable=False)
             written.append({"crop": name, "width": float(faces.widths[i]), "det_score": float(faces.det_scores[i])})
         return written
+
+
+def crop_name(rel: str, k: int = 0) -> str:
+    """The file a data build writes for face k of the photo whose crops go to `rel`."""
+    return f"{rel}.face{k}.jpg"
 
 
 def _rounded(scores: np.ndarray) -> list:

@@ -126,9 +126,68 @@ def test_data_build_refuses_inputs_without_photos(tmp_path):
     assert r.returncode == 2 and "no photos in" in r.stderr, r.stderr
     r = batchmask("data", "build", "--unmasked", tmp_path, "--masked", tmp_path / "junk", "--out", tmp_path / "d", "-q")
     assert r.returncode == 2 and "input folders overlap" in r.stderr, r.stderr
-    r = batchmask("data", "build", "--unmasked", tmp_path / "junk", "--masked", tmp_path / "empty", "--out", tmp_path / "d", "-q", "-w", "1")
-    assert r.returncode == 2 and "no face crops from 1 files (not a recognised image format: 1)" in r.stderr, r.stderr
+    (tmp_path / "junk2").mkdir()
+    (tmp_path / "junk2" / "b.jpg").write_bytes(b"not a photo either")
+    r = batchmask("data", "build", "--unmasked", tmp_path / "junk", "--masked", tmp_path / "junk2", "--out", tmp_path / "d", "-q", "-w", "1")
+    assert r.returncode == 2 and "no face crops from 2 files (not a recognised image format: 2)" in r.stderr, r.stderr
     assert not (tmp_path / "d" / "metadata.csv").exists()
+
+
+def _crop_files(data):
+    return sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg"))
+
+
+def _listed(data):
+    return sorted(row["crop"] for row in csv.DictReader(open(data / "metadata.csv", encoding="utf-8")))
+
+
+def test_one_empty_input_folder_leaves_an_earlier_build_as_it_was(tmp_path):
+    (tmp_path / "un").mkdir()
+    (tmp_path / "ma").mkdir()
+    (tmp_path / "empty").mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", tmp_path / "un" / "a.jpg")
+    shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", tmp_path / "ma" / "m.jpg")
+    data = tmp_path / "data"
+    assert batchmask("data", "build", "--unmasked", tmp_path / "un", "--masked", tmp_path / "ma", "--out", data, "-q", "-w", "1").returncode == 0
+    before = (data / "metadata.csv").read_bytes(), _crop_files(data)
+    r = batchmask("data", "build", "--unmasked", tmp_path / "empty", "--masked", tmp_path / "ma", "--out", data, "-q", "-w", "1")
+    assert r.returncode == 2 and f"no photos in {tmp_path / 'empty'} (--unmasked)" in r.stderr.replace("\n", ""), r.stderr
+    assert ((data / "metadata.csv").read_bytes(), _crop_files(data)) == before
+
+
+def test_a_killed_build_leaves_no_crops_behind_after_the_next_build(tmp_path):
+    """A build killed mid-way has written crops its metadata.csv never lists; train reads the
+    folders, so the next build into DATA removes them. A second build into DATA at once is refused."""
+    import os
+    import signal
+    import time
+
+    un, ma = tmp_path / "un", tmp_path / "ma"
+    un.mkdir()
+    ma.mkdir()
+    for i in range(40):
+        shutil.copy(SAMPLES / ("astronaut.jpg" if i % 2 else "chelsea.jpg"), un / f"u{i:02}.jpg")
+    shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", ma / "m.jpg")
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "batchmask", "data", "build", "--unmasked", str(un), "--masked", str(ma),
+                             "--out", str(data), "-q", "-w", "1"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(_crop_files(data)) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    busy = batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", data, "-q", "-w", "1")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert busy.returncode == 4 and "in use by another batchmask data build" in busy.stderr, busy.stderr
+    orphans = _crop_files(data)
+    assert len(orphans) >= 3 and not (data / "metadata.csv").exists()
+
+    for f in list(un.iterdir())[2:]:
+        f.unlink()
+    r = batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", data, "-q", "-w", "1")
+    assert r.returncode == 0, r.stderr
+    assert _crop_files(data) == _listed(data)
+    assert len(_listed(data)) == 3
+    assert not (data / ".build-pending.txt").exists()
 
 
 def test_a_rebuild_into_a_folder_inside_an_input_does_not_read_its_own_crops(tmp_path):

@@ -19,12 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from ..detector import DetectorConfig
 from ..engine import make_engine
 from ..models import default_detector_path
 from ..sources import scan
-from ..storage import UnsafePathError, atomic_write_json, safe_join
-from ..worker import WorkerConfig
+from ..sinks import OutputBusyError
+from ..storage import UnsafePathError, atomic_write_json, atomic_write_text, safe_join
+from ..worker import WorkerConfig, crop_name
 from .masks import INCORRECT_WEIGHTS, STYLES
 from .splits import assign_split, group_key
 
@@ -52,11 +55,25 @@ class DatasetError(Exception):
 
 
 def _listed_crops(out: Path) -> set[str]:
-    """The crops an earlier build into OUT listed in its metadata.csv (only those are ever removed)."""
+    """The crops an earlier build into OUT listed in its metadata.csv (these and an interrupted build's
+    pending crops are the only files a build removes)."""
     try:
         with open(out / "metadata.csv", newline="", encoding="utf-8") as f:
             return {row["crop"] for row in csv.DictReader(f) if row.get("crop")}
     except (OSError, KeyError, csv.Error, UnicodeDecodeError):
+        return set()
+
+
+# the crops a build may write, noted before its workers start: a build that is interrupted
+# leaves crops its metadata.csv never lists, and the next build into DATA removes them
+PENDING = ".build-pending.txt"
+LOCK = ".build.lock"
+
+
+def _pending_crops(out: Path) -> set[str]:
+    try:
+        return set((out / PENDING).read_text(encoding="utf-8").splitlines()) - {""}
+    except (OSError, UnicodeDecodeError):
         return set()
 
 
@@ -89,13 +106,14 @@ def build_dataset(
         for b in roots[i + 1:]:
             if a == b or a in b.parents or b in a.parents:
                 raise DatasetError(f"input folders overlap: {a} and {b} (each file must come from one folder, with one label)")
-    out.mkdir(parents=True, exist_ok=True)
     tasks, meta = [], {}
     common = Path(os.path.commonpath([str(s.folder.resolve()) for s in sources])) if sources else Path()
     for src in sources:
         tag = src.folder.resolve().relative_to(common).as_posix() if len(sources) > 1 else src.folder.resolve().name
         tag = tag if tag != "." else src.folder.resolve().name
         files = [f for f in scan(src.folder, exclude=[out]) if not f.problem]  # an earlier build's crops are not inputs
+        if not files:
+            raise DatasetError(f"no photos in {src.folder} (--{src.label}); {out} is left as it was")
         if limit:
             files = random.Random(f"{seed}:{tag}").sample(files, min(limit, len(files)))
             files.sort(key=lambda f: f.rel)
@@ -111,6 +129,21 @@ def build_dataset(
             }
     if not tasks:
         raise DatasetError(f"no photos in {', '.join(str(s.folder) for s in sources)}")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise OutputBusyError(f"{out} is in use by another batchmask data build") from None
+    try:
+        return _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler)
+    finally:
+        lock.release()
+
+
+def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler) -> dict:
+    interrupted = _pending_crops(out)
+    atomic_write_text(out / PENDING, "".join(f"{n}\n" for n in sorted(interrupted | {crop_name(rel) for _, rel, _ in tasks})))
     config = WorkerConfig(
         detector_path=str(default_detector_path()),
         detector=DetectorConfig(scales=(640,), score_threshold=0.3, min_face=8.0, small_face_score=0.3),
@@ -146,8 +179,9 @@ def build_dataset(
         w.writeheader()
         w.writerows(rows)
     (out / "metadata.csv.tmp").replace(out / "metadata.csv")
-    for crop in earlier - {r["crop"] for r in rows}:  # an earlier build's crops that this one did not make: train reads folders
+    for crop in (earlier | interrupted) - {r["crop"] for r in rows}:  # crops this build did not make: train reads folders
         _unlink_inside(out, crop)
+    (out / PENDING).unlink()
     counts = Counter((r["split"], r["label"]) for r in rows)
     summary = {
         "inputs": len(tasks),
