@@ -211,6 +211,11 @@ def test_evaluate_rejects_bad_inputs(tmp_path):
         ('{"image": "a.jpg", "faces": [{"box": [1, 2, 3], "det_score": 0.9}]}', "p.jsonl:1: not a prediction line (ValueError: box must be 4 numbers"),
         ('{"image": "a.jpg", "x1": 1, "y1": 1, "x2": NaN, "y2": 5, "det_score": 0.9}', "box coordinate must be finite"),
         ('{"image": "a.jpg", "x1": 1, "y1": 1, "x2": 5, "y2": 5, "det_score": 0.9, "mask_score": 7}', "mask score must be within 0..1"),
+        ('{"image": "a.jpg", "x1": 1, "y1": 1, "x2": 5, "y2": 5, "det_score": 0.9}', "p.jsonl:1: not a prediction line (ValueError: no mask score"),
+        ('{"image": "a.jpg", "faces": [{"box": [1, 1, 5, 5], "det_score": 0.9, "mask_prob": null}]}', "no mask score"),
+        ('{"image": "a.jpg", "x1": 1, "y1": 1, "x2": 5, "y2": 5, "det_score": 0.9, "mask_score": 0.8, "incorrect_score": 0.5}', "add up to more than 1"),
+        ('{"image": "a.jpg", "x1": 1, "y1": 1, "x2": 5, "y2": 5, "det_score": 0.9, "mask_score": 0.8}\n' * 2,
+         "p.jsonl:2: the same box of 'a.jpg' was already given on line 1"),
         ("", "no predictions in"),
         ('{"image": "images/a.jpg", "faces": []}', "no image name in"),
         ('{"image": "gone.jpg", "faces": []}', "no image name in"),  # annotated, but not in IMAGES

@@ -47,7 +47,12 @@ def load_predictions(path: Path) -> dict[str, list[Prediction]]:
                         faces.append(_prediction(face["box"], face["det_score"], mask, face.get("incorrect_score")))
                 else:
                     box = [row[k] for k in ("x1", "y1", "x2", "y2")]
-                    preds.setdefault(name, []).append(_prediction(box, row["det_score"], row.get("mask_score"), row.get("incorrect_score")))
+                    pred = _prediction(box, row["det_score"], row.get("mask_score"), row.get("incorrect_score"))
+                    same = (name, tuple(pred.box))  # lines without a `face` index: the same box twice
+                    if same in seen:
+                        raise PredictionsError(f"{path}:{line_no}: the same box of {name!r} was already given on line {seen[same]}")
+                    seen[same] = line_no
+                    preds.setdefault(name, []).append(pred)
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"{type(e).__name__}: {e}"
                 raise PredictionsError(f"{path}:{line_no}: not a prediction line ({reason})") from None
@@ -78,7 +83,12 @@ def _prediction(box, det_score, mask, incorrect) -> Prediction:
     b = [_finite(v, "box coordinate") for v in box]
     if not (b[2] > b[0] and b[3] > b[1]):
         raise ValueError(f"box must have x2 > x1 and y2 > y1, got {box!r}")
-    return Prediction(b, _finite(det_score, "det_score"), _probability(mask, "mask score"), _probability(incorrect, "incorrect_score"))
+    mask_p, incorrect_p = _probability(mask, "mask score"), _probability(incorrect, "incorrect_score")
+    if mask_p is None:  # scored as "not flagged", it would make FNR 0 and TNR 0: a detector alone is not what evaluate scores
+        raise ValueError("no mask score (mask_score or mask_prob, the probability of a mask): evaluate scores faces found and classified")
+    if incorrect_p is not None and mask_p + incorrect_p > 1 + 1e-6:
+        raise ValueError(f"mask score {mask_p:g} and incorrect_score {incorrect_p:g} add up to more than 1")
+    return Prediction(b, _finite(det_score, "det_score"), mask_p, incorrect_p)
 
 
 def _seed_table_md(metrics: dict) -> str:
