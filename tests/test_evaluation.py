@@ -462,3 +462,11 @@ def test_a_model_with_crop_levels_classifies_stretched_crops(tmp_path):
     for bad in ("yes", [99, 1], [5]):
         with pytest.raises(ModelError, match="crop_levels must be two percentiles"):
             MaskClassifier(edited_model(tmp_path / "levels", crop_levels=bad))
+
+
+def test_crop_auc_counts_tied_scores_half():
+    from batchmask.evaluation.crops import _roc_auc
+
+    assert _roc_auc(np.array([1, 0]), np.array([0.5, 0.5])) == 0.5
+    assert _roc_auc(np.array([1, 1, 0, 0]), np.array([0.9, 0.5, 0.5, 0.1])) == 0.875
+    assert np.isnan(_roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))

@@ -19,11 +19,12 @@ from .metrics import sweep_thresholds
 
 
 def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    pos, neg = p[y == 1], p[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
+    """ROC AUC (tied scores count half, as they should); NaN when one class is absent."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y)) < 2:
         return float("nan")
-    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float(roc_auc_score(y, p))
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
