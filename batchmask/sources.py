@@ -44,8 +44,11 @@ def input_file(root: str | os.PathLike, path: str | os.PathLike) -> InputFile | 
         return None
     if not is_image_name(path.name) or any(is_ignored_name(part) for part in rel_path.parts) or ".batchmask" in rel_path.parts:
         return None
-    if any(is_output_folder(root / Path(*rel_path.parts[:i])) for i in range(1, len(rel_path.parts))):
+    folders = [root / Path(*rel_path.parts[:i]) for i in range(1, len(rel_path.parts))]
+    if any(is_output_folder(d) for d in folders):
         return None  # inside a batchmask OUTPUT below INPUT, as `scan` skips them
+    if any(d.is_symlink() for d in folders):
+        return None  # reached through a folder link, which `scan` does not follow
     rel = rel_path.as_posix()
     try:
         st = os.stat(path)

@@ -106,6 +106,8 @@ def _lister(root: Path, excluded: list[Path]):
     def listdir(path):
         with os.scandir(path) as entries:
             for entry in entries:
+                if entry.is_symlink() and entry.is_dir():
+                    continue  # folder links are not followed, as `scan` does not (a link to INPUT loops)
                 if entry.is_dir(follow_symlinks=False) and (
                     entry.path in skip or is_ignored_name(entry.name) or is_output_folder(Path(entry.path))
                 ):

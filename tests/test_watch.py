@@ -277,3 +277,21 @@ def test_unchanged_count_is_what_output_held_at_start_not_after_a_rescan(tmp_pat
     summary = result[0]
     assert summary.skipped == 3
     assert summary.processed == 12
+
+
+def test_polling_does_not_follow_folder_links(tmp_path):
+    """Links to INPUT itself (loops) and to a folder outside are not followed, as `run` and the
+    inotify watch do not: each new photo gets one row."""
+    inp, out, outside = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
+    inp.mkdir()
+    outside.mkdir()
+    shutil.copy(PHOTOS[1], outside / "x.jpg")
+    os.symlink(inp, inp / "loop1")
+    os.symlink(inp, inp / "loop2")
+    os.symlink(outside, inp / "ext")
+    w = WatchProcess(inp, out, "--polling", "--interval", "0.3", "--settle", "0.5")
+    shutil.copy(PHOTOS[0], inp / "new.jpg")
+    wait_for_rows(out, {"new.jpg"})
+    time.sleep(2)
+    assert w.stop() == 0
+    assert [r["image"] for r in rows(out)] == ["new.jpg"]
