@@ -134,10 +134,12 @@ MAX_PIXELS = typer.Option(100_000_000, min=1, help="Reject images whose header c
 
 
 def _location(value: str):
-    """A Path, or the string itself for an fsspec URL (Path would fold its '//')."""
-    from .remote import is_url
+    """A Path (a `file://` URL's too), or the string itself for another fsspec URL (Path would fold its '//')."""
+    from .remote import is_url, local_path
 
-    return value if is_url(value) else Path(value)
+    if not is_url(value):
+        return Path(value)
+    return local_path(value) or value
 
 
 def _check_model(model: Optional[Path]) -> None:

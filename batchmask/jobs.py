@@ -113,8 +113,11 @@ def _convert(value, kind: str, where: str, key: str, base: Path):
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise bad("a path string")
-        if "://" in value:  # an fsspec URL (s3://bucket/photos), kept as written
-            return value
+        if "://" in value:  # an fsspec URL (s3://bucket/photos), kept as written; file:// is a local folder
+            from .remote import local_path
+
+            local = local_path(value)
+            return value if local is None else local.resolve()
         return (base / os.path.expanduser(value)).resolve()
     if kind == "paths":
         items = [value] if isinstance(value, str) else value

@@ -29,6 +29,17 @@ def is_url(location: str | os.PathLike) -> bool:
     return isinstance(location, str) and "://" in location
 
 
+def local_path(url: str) -> Path | None:
+    """The folder a `file://` URL names on this machine, None for other URLs. Such an OUTPUT is
+    that folder (its lock included): named once as a URL and once as a path, it is one OUTPUT."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    return Path(unquote(parts.path))
+
+
 def url_fs(url: str):
     try:
         from fsspec.core import url_to_fs

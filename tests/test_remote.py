@@ -17,7 +17,9 @@ from conftest import SAMPLES, batchmask
 pytest.importorskip("fsspec", reason="URLs need the 'remote' extra")
 
 
-def test_file_urls_run_resume_and_match_a_local_run(tmp_path):
+def test_a_file_url_is_the_local_folder_it_names(tmp_path):
+    """file:// INPUT and OUTPUT are those folders: the same rows as paths, resumed from either
+    spelling, and one lock (two runs on one OUTPUT, one as a URL and one as a path, wrote every row twice)."""
     inp = tmp_path / "in"
     (inp / "sub").mkdir(parents=True)
     shutil.copy(SAMPLES / "astronaut.jpg", inp / "a.jpg")
@@ -33,16 +35,22 @@ def test_file_urls_run_resume_and_match_a_local_run(tmp_path):
 
     assert faces(tmp_path / "out") == faces(tmp_path / "local") and len(faces(tmp_path / "out")) == 2
     assert (tmp_path / "out" / "annotated" / "sub" / "b.jpg").is_file()
-    shutil.rmtree(tmp_path / "cache")  # resume comes from the URL's own ledger, not the local staging copy
-    again = batchmask("run", f"file://{inp}", f"file://{tmp_path / 'out'}", "-w", "1", "-q", env=env)
+    assert not (tmp_path / "cache" / "batchmask").exists()  # no staging copy: written in place
+    again = batchmask("run", inp, tmp_path / "out", "-w", "1", "-q", env=env)
     assert again.returncode == 0 and "0 processed" in again.stderr and "2 unchanged" in again.stderr
+
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path / "out" / ".batchmask" / "lock")):  # as a run on the path holds it
+        busy = batchmask("run", f"file://{inp}", f"file://{tmp_path / 'out'}", "-w", "1", "-q", env=env)
+    assert busy.returncode == 4 and "in use by another batchmask run" in busy.stderr, busy.stderr
 
 
 def test_bad_urls_are_usage_errors(tmp_path):
     r = batchmask("run", "nosuchproto://bucket/x", tmp_path / "out", "-q")
     assert r.returncode == 2 and "nosuchproto" in r.stderr
     r = batchmask("run", "file:///nonexistent/photos", tmp_path / "out", "-q")
-    assert r.returncode == 1 and "input not found: file:///nonexistent/photos" in r.stderr
+    assert r.returncode == 2 and "input folder not found: /nonexistent/photos" in r.stderr
 
 
 @pytest.fixture
