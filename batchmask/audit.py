@@ -24,7 +24,7 @@ import numpy as np
 from .annotate import COLOURS
 from .remote import RemoteError, is_url, read_bytes
 from .remote import join as remote_join
-from .sinks import REWRITES, spreadsheet_safe
+from .sinks import REWRITES, STATE_DIR, TABLES, spreadsheet_safe
 from .storage import UnsafePathError, atomic_write_bytes, atomic_write_text, safe_join
 from .worker import ANNOTATED_DIR, annotated_name
 
@@ -124,6 +124,10 @@ def load_tables(outputs: list, wait: float = 30.0):
                 raise AuditError(f"{out} has no {name}: is it a batchmask OUTPUT folder?")
         img = pd.read_csv(io.BytesIO(tables["images.csv"]), dtype=str, keep_default_na=False)
         fac = pd.read_csv(io.BytesIO(tables["faces.csv"]), dtype=str, keep_default_na=False)
+        for name, df, columns in (("images.csv", img, ("image", "status", "faces", *COUNTS)), ("faces.csv", fac, ("image", "label"))):
+            missing = [c for c in columns if c not in df.columns]
+            if missing:
+                raise AuditError(f"{out}: {name} has no column {', '.join(missing)}: not a batchmask table (replaced by another file?)")
         for df in (img, fac):
             df["image"] = df["image"].map(_unneutralise)
             df.insert(0, "output", str(out))
@@ -194,7 +198,30 @@ class AuditResult:
     path: Path
 
 
+REPORT_SUFFIXES = (".csv", ".html", ".htm")
+
+
+def report_target_problem(outputs: list, out: Path) -> str | None:
+    """Why `out` cannot take a report: not .csv/.html, a folder, or one of an OUTPUT's own files
+    (a report over `OUTPUT/.batchmask/ledger.jsonl` emptied every table at the next run)."""
+    target = out.resolve()
+    for o in outputs:
+        if isinstance(o, Path):
+            root = o.resolve()
+            own = [root / STATE_DIR, root / ANNOTATED_DIR]
+            if target.parent == root and target.name in (*TABLES, "run.json", "runs.jsonl") or any(d == target or d in target.parents for d in own):
+                return f"{out} is one of {o}'s own files; write the report beside them (e.g. {o / 'report.html'})"
+    if out.suffix.lower() not in REPORT_SUFFIXES:
+        return f"the report file must end in .csv or .html, not {out.name!r}"
+    if out.is_dir():
+        return f"{out} is a folder; give a report file name (report.html, report.csv)"
+    return None
+
+
 def write_audit(outputs: list, out: Path, by: str = "day", since=None, until=None, thumbnails: int = 60) -> AuditResult:
+    problem = report_target_problem(outputs, Path(out))
+    if problem:
+        raise AuditError(problem)
     images, faces = load_tables(outputs)
     images = select_images(images, since, until)
     faces = faces.merge(images[["output", "image"]], on=["output", "image"], how="inner")

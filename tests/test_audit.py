@@ -126,6 +126,18 @@ def test_report_rejects_bad_arguments(audited, tmp_path):
     r = batchmask("report", tmp_path / "empty", "--out", tmp_path / "r.csv")
     assert r.returncode == 2 and "is it a batchmask OUTPUT folder" in r.stderr
     shutil.rmtree(tmp_path / "empty")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for target in (out / ".batchmask" / "ledger.jsonl", out / "faces.csv", out / "annotated" / "r.html"):
+        r = batchmask("report", out, "--out", target)
+        assert r.returncode == 2 and "own files" in r.stderr, r.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    r = batchmask("report", out, "--out", tmp_path / "r.txt")
+    assert r.returncode == 2 and "must end in .csv or .html" in r.stderr
+    (tmp_path / "dir.html").mkdir()
+    r = batchmask("report", out, "--out", tmp_path / "dir.html")
+    assert r.returncode == 2 and "is a folder" in r.stderr
+    assert batchmask("report", out, "--out", out / "report.html").returncode == 0
+    (out / "report.html").unlink()
 
 
 def test_a_report_taken_while_rows_are_replaced_sees_one_consistent_state(audited, tmp_path):
@@ -205,3 +217,12 @@ def test_thumbnails_never_come_from_another_photo_now_under_the_same_name(tmp_pa
     (archive / "cam.jpg").unlink()
     shown, page = thumbnails()
     assert shown == 0 and "1 not shown: their photos are no longer in the input or archive folder" in page
+
+
+def test_a_table_replaced_by_another_file_is_named(audited, tmp_path):
+    root, out = audited
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "faces.csv").write_text("name,value\nimportant,42\n")
+    r = batchmask("report", copy, "--out", tmp_path / "r.csv")
+    assert r.returncode == 2 and "faces.csv has no column image, label: not a batchmask table" in r.stderr, r.stderr
