@@ -104,3 +104,20 @@ def test_tables_with_an_older_header_are_rebuilt_with_the_current_columns(tmp_pa
         store.add(entry("b.jpg", 1))
     faces, images, _ = read(tmp_path)
     assert [r["image"] for r in images] == ["a.jpg", "b.jpg"] and "taken" in images[0]
+
+
+def test_a_ledger_damaged_before_its_last_line_stops_instead_of_dropping_later_rows(tmp_path):
+    from batchmask.sinks import OutputError
+
+    with OutputStore(tmp_path) as store:
+        for name in ("a.jpg", "b.jpg", "c.jpg"):
+            store.add(entry(name, 1))
+    ledger = tmp_path / ".batchmask" / "ledger.jsonl"
+    lines = ledger.read_bytes().splitlines(keepends=True)
+    damaged = lines[0] + lines[1][:1] + b"#" + lines[1][2:] + lines[2]
+    ledger.write_bytes(damaged)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.*") if p.is_file()}
+    with pytest.raises(OutputError, match="damaged at line 2 of 3"):
+        OutputStore(tmp_path).__enter__()
+    assert ledger.read_bytes() == damaged
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.*") if p.is_file()} == before
