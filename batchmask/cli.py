@@ -257,7 +257,9 @@ def run(
 
 
 def _one_line(text: str) -> str:
-    return text.encode("unicode_escape").decode("ascii") if any(ord(c) < 32 for c in text) else text
+    """A name printable on one line of any terminal or log: control characters and the lone
+    surrogates of names that are not valid UTF-8 (which a strict stdout cannot encode) escaped."""
+    return text.encode("unicode_escape").decode("ascii") if any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in text) else text
 
 
 @app.command()

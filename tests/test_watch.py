@@ -19,10 +19,10 @@ PHOTOS = [SAMPLES / "astronaut.jpg", SAMPLES / "chelsea.jpg", SAMPLES / "masks" 
 
 
 class WatchProcess:
-    def __init__(self, *args):
+    def __init__(self, *args, env=None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "batchmask", "watch", *map(str, args), "-w", "1", "--quiet"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env,
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -295,3 +295,15 @@ def test_polling_does_not_follow_folder_links(tmp_path):
     time.sleep(2)
     assert w.stop() == 0
     assert [r["image"] for r in rows(out)] == ["new.jpg"]
+
+
+def test_a_name_that_is_not_utf8_is_logged_escaped_on_a_strict_stdout(tmp_path):
+    """`watch --quiet` under systemd prints to a strict UTF-8 stdout; such a name killed it."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    w = WatchProcess(inp, out, "--settle", "0.5", env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    shutil.copy(PHOTOS[0], os.path.join(os.fsencode(inp), b"bad\xff.jpg"))
+    w.wait_for_line("ok bad\\udcff.jpg")
+    shutil.copy(PHOTOS[1], inp / "next.jpg")
+    wait_for_rows(out, {"next.jpg"})
+    assert w.stop() == 0
