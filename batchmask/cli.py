@@ -96,6 +96,8 @@ def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bo
             elif event == "warning":
                 if warn:
                     err.print(f"warning: {data['message']}", style="yellow")
+            elif event == "archive_error":
+                err.print(f"warning: could not archive {_one_line(data['image'])} (its rows are kept; tried again next run): {data['error']}", style="yellow")
             elif event == "image":
                 state["done"] += 1
                 state["faces"] += data["faces"]
@@ -210,8 +212,9 @@ def _count(n: int, noun: str) -> str:
 
 
 def _summary_line(summary, output: Path) -> str:
+    not_archived = f", {summary.archive_errors} not archived" if summary.archive_errors else ""
     return (
-        f"{summary.processed} processed ({summary.errors} rejected), {summary.skipped} unchanged, "
+        f"{summary.processed} processed ({summary.errors} rejected), {summary.skipped} unchanged{not_archived}, "
         f"{_count(summary.faces, 'face')}: {summary.masked} masked, {summary.incorrect} incorrect, {summary.unmasked} unmasked "
         f"in {summary.seconds:.1f}s -> {output}"
     )

@@ -70,11 +70,12 @@ class RunSummary:
     incorrect: int = 0
     unmasked: int = 0
     total_errors: int = 0  # error rows among all current inputs, including earlier runs
+    archive_errors: int = 0  # processed inputs that could not be moved to --archive (tried again next run)
     seconds: float = 0.0
 
     @property
     def exit_code(self) -> int:
-        return EXIT_PARTIAL if self.total_errors else EXIT_OK
+        return EXIT_PARTIAL if self.total_errors or self.archive_errors else EXIT_OK
 
 
 def library_versions() -> dict:
@@ -261,6 +262,11 @@ class RunSession:
             self.store.forget({f.rel for f in inputs if (self.store.entries.get(f.rel) or {}).get("row", {}).get("error", "").startswith("image too large")})
         todo = [f for f in inputs if not self.store.is_current(f.rel, f.signature)]
         self.store.forget({f.rel for f in todo})
+        if self.archive_dir is not None:  # done earlier, but still in INPUT: a move that failed, or --archive new
+            waiting = {f.rel for f in todo}
+            for f in inputs:
+                if f.rel not in waiting and f.rel in self.store.entries:
+                    self._archive(f, self.store.entries[f.rel]["row"])
         return todo
 
     def _archive_alias(self, f: InputFile, names: set[str]) -> InputFile:
@@ -332,21 +338,27 @@ class RunSession:
         for entry in entries:
             row = entry["row"]
             inp = self._inputs.pop(row["image"], None)  # done with it (a long watch must not keep them all)
-            if self.archive_dir is None or inp is None or inp.problem or row["error"].startswith(UNFINISHED_ERRORS):
-                continue
-            try:
-                if os.stat(inp.path).st_mtime_ns != inp.mtime_ns:
-                    continue  # changed since it was read: the new version will be processed
-                target = archive_file(inp.path, self.archive_dir, inp.rel)
-            except (OSError, UnsafePathError) as e:
-                self._archive_errors.append(row["image"])
-                self.progress("archive_error", {"image": row["image"], "error": str(e)})
-                continue
-            self.progress("archived", {"image": row["image"], "to": str(target)})
-            try:
-                self.store.note_archived(inp.rel, inp.signature)
-            except OSError as e:  # moved all the same; only a later photo reusing the name would replace its rows
-                self.progress("archive_error", {"image": row["image"], "error": f"archived, but not noted in OUTPUT: {e}"})
+            if self.archive_dir is not None and inp is not None:
+                self._archive(inp, row)
+
+    def _archive(self, inp: InputFile, row: dict) -> None:
+        """Move a processed input whose rows are committed to the archive (not files that may still be arriving)."""
+        if inp.problem or row["error"].startswith(UNFINISHED_ERRORS):
+            return
+        try:
+            if os.stat(inp.path).st_mtime_ns != inp.mtime_ns:
+                return  # changed since it was read: the new version will be processed
+            target = archive_file(inp.path, self.archive_dir, inp.rel)
+        except (OSError, UnsafePathError) as e:
+            self._archive_errors.append(row["image"])
+            self.summary.archive_errors += 1
+            self.progress("archive_error", {"image": row["image"], "error": str(e)})
+            return
+        self.progress("archived", {"image": row["image"], "to": str(target)})
+        try:
+            self.store.note_archived(inp.rel, inp.signature)
+        except OSError as e:  # moved all the same; only a later photo reusing the name would replace its rows
+            self.progress("archive_error", {"image": row["image"], "error": f"archived, but not noted in OUTPUT: {e}"})
 
     def _write_run_json(self) -> None:
         store, summary, options = self.store, self.summary, self.options

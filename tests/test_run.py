@@ -403,3 +403,19 @@ def test_input_named_as_a_path_or_a_file_url_is_the_same_input(tmp_path):
     assert batchmask("run", src, out, "-q", "-w", "1").returncode == 0
     r = batchmask("run", src.as_uri(), out, "-q", "-w", "1")
     assert r.returncode == 0 and "0 processed" in r.stderr and "1 unchanged" in r.stderr, r.stderr
+
+
+def test_an_input_that_could_not_be_archived_is_named_and_moved_by_the_next_run(tmp_path):
+    src, out, blocked = tmp_path / "in", tmp_path / "out", tmp_path / "blocked"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
+    blocked.write_text("a file where the archive's parent folder should be")
+    r = batchmask("run", src, out, "-q", "-w", "1", "--archive", blocked / "archive")
+    assert r.returncode == EXIT_PARTIAL, r.stderr
+    assert "could not archive a.jpg" in r.stderr and "1 not archived" in r.stderr
+    assert (src / "a.jpg").is_file() and [i["status"] for i in rows(out / "images.csv")] == ["ok"]
+    blocked.unlink()
+    r = batchmask("run", src, out, "-q", "-w", "1", "--archive", blocked / "archive")
+    assert r.returncode == 0 and "0 processed" in r.stderr, r.stderr
+    assert (blocked / "archive" / "a.jpg").is_file() and not (src / "a.jpg").exists()
+    assert [i["image"] for i in rows(out / "images.csv")] == ["a.jpg"]
