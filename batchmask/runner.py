@@ -90,6 +90,9 @@ def library_versions() -> dict:
     return out
 
 
+TOO_LARGE = "image too large"  # images.ImageError's message for --max-pixels
+
+
 def _entry(result: dict, inp: InputFile, run_id: str, model_ids: dict) -> dict:
     faces = result.get("faces") or {}
     labels = faces.get("labels", [])
@@ -257,9 +260,10 @@ class RunSession:
             inputs = [self._archive_alias(f, names) for f in inputs]
         if self.options.force:
             self.store.forget({f.rel for f in inputs})
-        elif (self._last_run().get("config") or {}).get("max_pixels", self.options.max_pixels) != self.options.max_pixels:
-            # photos rejected as too large under another --max-pixels limit are judged again under this one
-            self.store.forget({f.rel for f in inputs if (self.store.entries.get(f.rel) or {}).get("row", {}).get("error", "").startswith("image too large")})
+        else:  # photos rejected as too large under another --max-pixels limit are judged again under this one
+            last = (self._last_run().get("config") or {}).get("max_pixels", self.options.max_pixels)
+            too_large = [(f.rel, e) for f in inputs if (e := self.store.entries.get(f.rel)) and e["row"]["error"].startswith(TOO_LARGE)]
+            self.store.forget({rel for rel, e in too_large if e.get("max_pixels", last) != self.options.max_pixels})
         todo = [f for f in inputs if not self.store.is_current(f.rel, f.signature)]
         self.store.forget({f.rel for f in todo})
         if self.archive_dir is not None:  # done earlier, but still in INPUT: a move that failed, or --archive new
@@ -318,6 +322,8 @@ class RunSession:
         if where:
             self.worker_counts[where] = self.worker_counts.get(where, 0) + 1
         entry = _entry(result, inp, self.run_id, self.model_ids)
+        if entry["row"]["error"].startswith(TOO_LARGE):
+            entry["max_pixels"] = self.options.max_pixels  # judged again under another limit
         self.store.add(entry)
         row = entry["row"]
         s = self.summary

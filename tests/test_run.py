@@ -394,6 +394,14 @@ def test_photos_rejected_as_too_large_are_judged_again_under_another_limit(tmp_p
     assert r.returncode == 0 and "1 processed" in r.stderr, r.stderr
     assert [row["status"] for row in rows(out / "images.csv")] == ["ok"]
 
+    # a run killed before it wrote run.json: the limit is the one in the photo's own ledger entry
+    shutil.copy(SAMPLES / "chelsea.jpg", src / "b.jpg")
+    assert batchmask("run", src, out, "-q", "-w", "1", "--max-pixels", "1000").returncode == EXIT_PARTIAL
+    (out / "run.json").unlink()
+    r = batchmask("run", src, out, "-q", "-w", "1")
+    assert r.returncode == 0 and "1 processed" in r.stderr, r.stderr
+    assert [row["status"] for row in rows(out / "images.csv")] == ["ok", "ok"]
+
 
 def test_input_named_as_a_path_or_a_file_url_is_the_same_input(tmp_path):
     pytest.importorskip("fsspec", reason="URLs need the 'remote' extra")
