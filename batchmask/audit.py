@@ -24,7 +24,7 @@ import numpy as np
 from .annotate import COLOURS
 from .remote import RemoteError, is_url, read_bytes
 from .remote import join as remote_join
-from .sinks import REWRITES, STATE_DIR, TABLES, spreadsheet_safe
+from .sinks import REWRITES, STATE_DIR, TABLES, spreadsheet_plain, spreadsheet_safe
 from .storage import UnsafePathError, atomic_write_bytes, atomic_write_text, safe_join
 from .worker import ANNOTATED_DIR, annotated_name
 
@@ -34,11 +34,6 @@ COUNTS = ("masked", "incorrect", "unmasked")
 
 class AuditError(Exception):
     pass
-
-
-def _unneutralise(value: str) -> str:
-    """Undo the spreadsheet guard of our own CSVs (a leading quote before = + - @ tab CR)."""
-    return value[1:] if value.startswith("'") and value[1:2] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def _read(out, name: str) -> bytes | None:
@@ -129,10 +124,10 @@ def load_tables(outputs: list, wait: float = 30.0):
             if missing:
                 raise AuditError(f"{out}: {name} has no column {', '.join(missing)}: not a batchmask table (replaced by another file?)")
         for df in (img, fac):
-            df["image"] = df["image"].map(_unneutralise)
+            df["image"] = df["image"].map(spreadsheet_plain)
             df.insert(0, "output", str(out))
         if "camera" in img:
-            img["camera"] = img["camera"].map(_unneutralise)
+            img["camera"] = img["camera"].map(spreadsheet_plain)
         images.append(img)
         faces.append(fac)
     return pd.concat(images, ignore_index=True), pd.concat(faces, ignore_index=True)

@@ -53,10 +53,16 @@ class OutputError(Exception):
 
 
 def spreadsheet_safe(value):
-    """OWASP CSV-injection guard: text that a spreadsheet would run as a formula gets a leading quote."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    """OWASP CSV-injection guard: text that a spreadsheet would run as a formula gets a leading quote;
+    so does text that starts with a quote, so that `'=a.jpg` and `=a.jpg` stay two names."""
+    if isinstance(value, str) and value.startswith((*_FORMULA_START, "'")):
         return "'" + value
     return value
+
+
+def spreadsheet_plain(value: str) -> str:
+    """The text `spreadsheet_safe` was given (rows written before quotes were guarded read the same)."""
+    return value[1:] if value.startswith("'") and value[1:2] in (*_FORMULA_START, "'") else value
 
 
 def _csv_line(values: list) -> str:

@@ -226,3 +226,17 @@ def test_a_table_replaced_by_another_file_is_named(audited, tmp_path):
     (copy / "faces.csv").write_text("name,value\nimportant,42\n")
     r = batchmask("report", copy, "--out", tmp_path / "r.csv")
     assert r.returncode == 2 and "faces.csv has no column image, label: not a batchmask table" in r.stderr, r.stderr
+
+
+def test_a_name_starting_with_a_quote_is_not_taken_for_a_guarded_formula(tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", inp / "=a.jpg")
+    shutil.copy(SAMPLES / "chelsea.jpg", inp / "'=a.jpg")
+    assert batchmask("run", inp, tmp_path / "out", "-q", "-w", "1").returncode == 0
+    names = [row["image"] for row in csv.DictReader(open(tmp_path / "out" / "images.csv", encoding="utf-8"))]
+    assert sorted(names) == ["''=a.jpg", "'=a.jpg"]
+    r = batchmask("report", tmp_path / "out", "--out", tmp_path / "r.csv", "--by", "folder")
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert int(table["images"].sum()) == 2 and int(table["faces"].sum()) == 1
