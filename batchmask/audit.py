@@ -134,10 +134,15 @@ def load_tables(outputs: list, wait: float = 30.0):
 
 
 def _day(row) -> str:
+    """The capture date, else the file's date, else the day the row was made (a dangling link or
+    a FIFO has no file date; its error row must still fall within --since/--until)."""
     for key in ("taken", "mtime"):
         value = row.get(key, "") or ""
         if len(value) >= 10:
             return value[:10]
+    run_id = row.get("run_id", "") or ""  # 20261127T090447-4ebf1e
+    if len(run_id) >= 9 and run_id[:8].isdigit() and run_id[8] == "T":
+        return f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}"
     return "unknown"
 
 

@@ -240,3 +240,19 @@ def test_a_name_starting_with_a_quote_is_not_taken_for_a_guarded_formula(tmp_pat
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(tmp_path / "r.csv")
     assert int(table["images"].sum()) == 2 and int(table["faces"].sum()) == 1
+
+
+def test_an_error_row_without_a_file_date_counts_on_the_day_it_was_made(tmp_path):
+    import datetime as dt
+    import os
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(SAMPLES / "chelsea.jpg", inp / "cat.jpg")
+    os.symlink(tmp_path / "gone.jpg", inp / "dangling.jpg")
+    assert batchmask("run", inp, tmp_path / "out", "-q", "-w", "1").returncode == 3
+    today = dt.date.today().isoformat()
+    r = batchmask("report", tmp_path / "out", "--out", tmp_path / "r.csv", "--since", today, "--until", today)
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert int(table["images"].sum()) == 2 and int(table["errors"].sum()) == 1
