@@ -127,6 +127,11 @@ class OutputStore:
         for path in (self.state, self.root / "annotated", self.root / "run.json", self.root / "runs.jsonl", *(self.root / t for t in TABLES)):
             if path.is_symlink():
                 raise OutputError(f"{path} is a symbolic link; batchmask only writes real files inside OUTPUT")
+        for table in ("faces.csv", "images.csv"):  # never overwrite a user's own file of the same name
+            path = self.root / table
+            if path.is_file() and path.stat().st_size and not _head(path, 6).startswith(b"image,"):
+                raise OutputError(f"{path} is not a batchmask table (its first line is not batchmask's header): "
+                                  "OUTPUT must be a new folder or an earlier batchmask OUTPUT")
         self.state.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         if self.before_load is not None:

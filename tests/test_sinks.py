@@ -121,3 +121,13 @@ def test_a_ledger_damaged_before_its_last_line_stops_instead_of_dropping_later_r
         OutputStore(tmp_path).__enter__()
     assert ledger.read_bytes() == damaged
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.*") if p.is_file()} == before
+
+
+def test_a_folder_holding_someone_elses_table_is_not_overwritten(tmp_path):
+    from batchmask.sinks import OutputError
+
+    (tmp_path / "images.csv").write_text("name,value\nimportant,42\n")
+    with pytest.raises(OutputError, match="is not a batchmask table"):
+        OutputStore(tmp_path).__enter__()
+    assert (tmp_path / "images.csv").read_text() == "name,value\nimportant,42\n"
+    assert not (tmp_path / "faces.csv").exists()
