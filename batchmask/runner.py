@@ -183,6 +183,7 @@ class RunSession:
         self._archive_errors: list[str] = []
         self.worker_counts: dict[str, int] = {}  # photos per worker process (local pid or Dask address)
         self.current: set[str] = set()  # inputs seen by this session: its exit code counts their error rows
+        self._warned_input = False
 
     def __enter__(self) -> "RunSession":
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -265,6 +266,12 @@ class RunSession:
             too_large = [(f.rel, e) for f in inputs if (e := self.store.entries.get(f.rel)) and e["row"]["error"].startswith(TOO_LARGE)]
             self.store.forget({rel for rel, e in too_large if e.get("max_pixels", last) != self.options.max_pixels})
         todo = [f for f in inputs if not self.store.is_current(f.rel, f.signature)]
+        last_input = self._last_run().get("input")
+        replaced = sum(f.rel in self.store.entries for f in todo)
+        if replaced and last_input and last_input != str(self.input_dir) and not self._warned_input:
+            self._warned_input = True
+            self.progress("warning", {"message": f"OUTPUT's last run read {last_input}; {replaced} photo(s) of {self.input_dir} have the "
+                                                 "names of photos already in OUTPUT and replace their rows (one OUTPUT per INPUT keeps both)"})
         self.store.forget({f.rel for f in todo})
         if self.archive_dir is not None:  # done earlier, but still in INPUT: a move that failed, or --archive new
             waiting = {f.rel for f in todo}

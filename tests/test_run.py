@@ -427,3 +427,17 @@ def test_an_input_that_could_not_be_archived_is_named_and_moved_by_the_next_run(
     assert r.returncode == 0 and "0 processed" in r.stderr, r.stderr
     assert (blocked / "archive" / "a.jpg").is_file() and not (src / "a.jpg").exists()
     assert [i["image"] for i in rows(out / "images.csv")] == ["a.jpg"]
+
+
+def test_another_input_replacing_rows_of_the_same_names_is_announced(tmp_path):
+    cam_a, cam_b, out = tmp_path / "camA", tmp_path / "camB", tmp_path / "out"
+    cam_a.mkdir()
+    cam_b.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", cam_a / "IMG_0001.jpg")
+    shutil.copy(SAMPLES / "chelsea.jpg", cam_b / "IMG_0001.jpg")
+    shutil.copy(SAMPLES / "chelsea.jpg", cam_b / "IMG_0002.jpg")
+    assert batchmask("run", cam_a, out, "-q", "-w", "1").returncode == 0
+    r = batchmask("run", cam_b, out, "-q", "-w", "1")
+    assert r.returncode == 0 and f"OUTPUT's last run read {cam_a}; 1 photo(s) of {cam_b}" in r.stderr.replace("\n", ""), r.stderr
+    r = batchmask("run", cam_a, tmp_path / "out2", "-q", "-w", "1")
+    assert "warning" not in r.stderr
