@@ -253,10 +253,16 @@ def run(
     _sigterm_as_interrupt()
     options = _run_options(workers, threshold, labels, model, not no_annotate, archive, timeout, max_pixels, engine, scheduler, force=force)
     summary = _run_with_progress(input, output, options, quiet)
+    _print_summary(summary, input, output)
+    raise typer.Exit(summary.exit_code)
+
+
+def _print_summary(summary, input, output) -> None:
     err.print(_summary_line(summary, output))
+    if summary.scanned == 0:
+        err.print(f"warning: no photos in {input} (an unmounted share? a wrong folder?)", style="yellow")
     if summary.total_errors:
         err.print(f"{summary.total_errors} input(s) could not be processed; see {str(output).rstrip('/')}/images.csv (status=error)", style="yellow")
-    raise typer.Exit(summary.exit_code)
 
 
 def _one_line(text: str) -> str:
@@ -456,7 +462,7 @@ def _job_step(step, quiet: bool) -> int:
                                    a.get("archive"), a.get("timeout", 120.0), a.get("max_pixels", 100_000_000),
                                    a.get("engine", "local"), a.get("scheduler"), force=a.get("force", False))
             summary = _run_with_progress(a["input"], a["output"], options, quiet)
-            err.print(_summary_line(summary, a["output"]))
+            _print_summary(summary, a["input"], a["output"])
             return summary.exit_code
         if step.do == "report":
             since = a.get("since")

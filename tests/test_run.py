@@ -441,3 +441,9 @@ def test_another_input_replacing_rows_of_the_same_names_is_announced(tmp_path):
     assert r.returncode == 0 and f"OUTPUT's last run read {cam_a}; 1 photo(s) of {cam_b}" in r.stderr.replace("\n", ""), r.stderr
     r = batchmask("run", cam_a, tmp_path / "out2", "-q", "-w", "1")
     assert "warning" not in r.stderr
+
+
+def test_an_empty_input_is_announced(tmp_path):
+    (tmp_path / "in").mkdir()
+    r = batchmask("run", tmp_path / "in", tmp_path / "out", "-q")
+    assert r.returncode == 0 and f"warning: no photos in {tmp_path / 'in'}" in r.stderr.replace("\n", ""), r.stderr
