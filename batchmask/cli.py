@@ -411,7 +411,7 @@ app.add_typer(job_app, name="job")
 
 @job_app.command("run")
 def job_run(
-    file: Path = typer.Argument(..., metavar="FILE", help="Job file (TOML); see jobs/README.md."),
+    file: Path = typer.Argument(..., metavar="FILE", help="Job file (TOML): keys in the README (batchmask job run) and jobs/*.toml."),
     check: bool = typer.Option(False, "--check", help="Validate the job file and print its steps; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (the default when not on a terminal)."),
 ) -> None:
@@ -425,6 +425,13 @@ def job_run(
     except JobError as e:
         _fail(f"bad job file: {e}", EXIT_USAGE)
     if check:
+        for i, step in enumerate(job.steps, start=1):  # what a run here would refuse (the job may be meant for another machine)
+            if step.do == "run":
+                inp, out = step.args["input"], step.args["output"]
+                if isinstance(inp, Path) and not inp.is_dir():
+                    err.print(f"warning: step {i} (run): input folder not found here: {inp}", style="yellow")
+                if isinstance(out, Path) and out.exists() and not out.is_dir():
+                    err.print(f"warning: step {i} (run): output exists and is not a folder: {out}", style="yellow")
         for i, step in enumerate(job.steps, start=1):
             shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in step.args.items()}
             err.print(f"{i}. {step.do}: " + "; ".join(f"{k}={v}" for k, v in shown.items()))

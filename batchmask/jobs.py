@@ -131,7 +131,9 @@ def _step(do: str, table: dict, where: str, base: Path) -> Step:
     allowed = STEP_KEYS[do]
     for key in table:
         if key not in allowed:
-            raise JobError(f"{where}: unknown key {key!r} (the {do} step takes: {', '.join(allowed)})")
+            hint = ("; keys written after a [table] header belong to that table: put the run's keys above it"
+                    if do == "report" and key in STEP_KEYS["run"] else "")
+            raise JobError(f"{where}: unknown key {key!r} (the {do} step takes: {', '.join(allowed)}){hint}")
     args = {}
     for key, (kind, required) in allowed.items():
         if key in table:
@@ -181,7 +183,8 @@ def load_job(path: str | os.PathLike) -> Job:
         raise JobError(f"{where}: [job] must be a table")
     for key in job_table:
         if key not in JOB_KEYS:
-            raise JobError(f"{where} [job]: unknown key {key!r} (expected: {', '.join(JOB_KEYS)})")
+            hint = "; keys written after a [table] header belong to that table: put the run's keys above [job]" if key in STEP_KEYS["run"] else ""
+            raise JobError(f"{where} [job]: unknown key {key!r} (expected: {', '.join(JOB_KEYS)}){hint}")
     name = _convert(job_table.get("name", path.stem), "str", f"{where} [job]", "name", base)
     lock = _convert(job_table["lock"], "path", f"{where} [job]", "lock", base) if "lock" in job_table else default_lock_path(path)
     job = Job(path, name, lock)

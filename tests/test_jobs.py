@@ -37,6 +37,8 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('input = "in"\noutput = "out"\nscheduler = "10.0.0.5"\n', "scheduler: not a Dask scheduler address: '10.0.0.5'"),
     ('[[step]]\ndo = "report"\nout = "r.csv"\nlast_days = 7\nsince = 2026-01-01\n', "last_days and since / until choose the same period"),
     ('[[step]]\ndo = "report"\nout = "r.csv"\nsince = 2026-02-01\nuntil = 2026-01-01\n', "since (2026-02-01) is after until (2026-01-01)"),
+    ('[job]\nname = "x"\ninput = "in"\noutput = "out"\n', "keys written after a [table] header belong to that table"),
+    ('output = "out"\n[report]\nout = "r.csv"\ninput = "in"\n', "keys written after a [table] header belong to that table"),
 ])
 def test_bad_job_files_name_the_fault(tmp_path, text, message):
     r = batchmask("job", "run", write_job(tmp_path, text))
@@ -143,3 +145,11 @@ def test_the_shipped_job_files_are_valid(name):
     r = batchmask("job", "run", REPO / "jobs" / name, "--check")
     assert r.returncode == 0, r.stderr
     assert f"{name}: valid" in r.stderr
+
+
+def test_check_warns_about_folders_a_run_here_would_refuse(tmp_path):
+    (tmp_path / "out").write_text("a file")
+    r = batchmask("job", "run", write_job(tmp_path, 'input = "missing"\noutput = "out"\n'), "--check")
+    assert r.returncode == 0 and "valid" in r.stderr, r.stderr
+    text = r.stderr.replace("\n", "")
+    assert "step 1 (run): input folder not found here" in text and "step 1 (run): output exists and is not a folder" in text
