@@ -38,7 +38,7 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('[[step]]\ndo = "report"\nout = "r.csv"\nlast_days = 7\nsince = 2026-01-01\n', "last_days and since / until choose the same period"),
     ('[[step]]\ndo = "report"\nout = "r.csv"\nsince = 2026-02-01\nuntil = 2026-01-01\n', "since (2026-02-01) is after until (2026-01-01)"),
     ('[job]\nname = "x"\ninput = "in"\noutput = "out"\n', "keys written after a [table] header belong to that table"),
-    ('output = "out"\n[report]\nout = "r.csv"\ninput = "in"\n', "keys written after a [table] header belong to that table"),
+    ('input = "in"\noutput = "out"\n[report]\nout = "r.csv"\nworkers = 1\n', "keys written after a [table] header belong to that table"),
 ])
 def test_bad_job_files_name_the_fault(tmp_path, text, message):
     r = batchmask("job", "run", write_job(tmp_path, text))
