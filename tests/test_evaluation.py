@@ -25,6 +25,8 @@ def test_csv_ground_truth_and_errors_name_the_line(tmp_path):
     bad.write_text("image,x1,y1,label\n")
     with pytest.raises(GroundTruthError, match="missing column"):
         load_ground_truth(bad)
+    good.write_text("IMAGE,X1,Y1,X2,Y2,Label\na.jpg,0,0,10,10,masked\nempty.jpg,,,,,\n")  # a photo annotated with no face
+    assert load_ground_truth(good) == {"a.jpg": [([0, 0, 10, 10], "masked")], "empty.jpg": []}
 
 
 @pytest.mark.parametrize("body, message", [
@@ -35,6 +37,9 @@ def test_csv_ground_truth_and_errors_name_the_line(tmp_path):
     ("image,x1,y1,x2,y2,label,label\na.jpg,0,0,10,10,masked,unmasked\n", r"bad.csv:1: column\(s\) label appear more than once"),
     ("image,x1,y1,x2,y2,label\n", r"bad.csv: no annotated faces"),
     ("", r"bad.csv: empty file"),
+    ("image,x1,y1,x2,y2,label\na.jpg,0,0,10,10,masked\nb.jpg,1,1,5,5,masked\na.jpg,0,0,10,10,unmasked\n",
+     r"bad.csv:4: the same box of 'a.jpg' is on line 2 already"),
+    ("image;x1;y1;x2;y2;label\na.jpg;0;0;10;10;masked\n", r"bad.csv:1: fields separated by ';'"),
     ('image,x1,y1,x2,y2,label\n"a.jpg,0,0,10,10,masked\nb.jpg,0,0,10,10,masked\n', r"bad.csv:2-3: 1 fields"),  # the quote opens on line 2
 ])
 def test_csv_ground_truth_rejects_malformed_rows_by_physical_line(tmp_path, body, message):

@@ -113,7 +113,9 @@ def _load_csv(path: Path) -> GroundTruth:
         header = next(reader, None)
         if header is None:
             raise GroundTruthError(f"{path}: empty file (expected the header {','.join(COLUMNS)})")
-        header = [h.strip() for h in header]
+        header = [h.strip().lower() for h in header]
+        if len(header) == 1 and ";" in header[0]:
+            raise GroundTruthError(f"{path}:1: fields separated by ';': expected a comma-separated header {','.join(COLUMNS)}")
         doubled = sorted({h for h in header if header.count(h) > 1})
         if doubled:
             raise GroundTruthError(f"{path}:{reader.line_num}: column(s) {', '.join(doubled)} appear more than once")
@@ -121,6 +123,7 @@ def _load_csv(path: Path) -> GroundTruth:
         if missing:
             raise GroundTruthError(f"{path}:{reader.line_num}: missing column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
         at = {c: header.index(c) for c in COLUMNS}
+        first_line: dict = {}
         while True:
             start = reader.line_num + 1  # a quoted field may run over several lines: errors name the first
             fields = next(reader, None)
@@ -131,10 +134,18 @@ def _load_csv(path: Path) -> GroundTruth:
             where = f"{path}:{start}" if start == reader.line_num else f"{path}:{start}-{reader.line_num}"
             if len(fields) != len(header):
                 raise GroundTruthError(f"{where}: {len(fields)} fields, the header has {len(header)} ({','.join(header)})")
-            row = {c: fields[i] for c, i in at.items()}
+            row = {c: fields[i].strip() for c, i in at.items()}
             if not row["image"]:
                 raise GroundTruthError(f"{where}: empty image name")
-            gt[row["image"]].append((_box([row[k] for k in ("x1", "y1", "x2", "y2")], where), _label(row["label"], where)))
+            if not any(row[k] for k in ("x1", "y1", "x2", "y2", "label")):
+                gt[row["image"]]  # `photo.jpg,,,,,`: annotated, with no face (its detections are false ones)
+                continue
+            box = _box([row[k] for k in ("x1", "y1", "x2", "y2")], where)
+            key = (row["image"], tuple(box))
+            if key in first_line:
+                raise GroundTruthError(f"{where}: the same box of {row['image']!r} is on line {first_line[key]} already (a face listed twice would count as missed)")
+            first_line[key] = start
+            gt[row["image"]].append((box, _label(row["label"], where)))
     except csv.Error as e:
         raise GroundTruthError(f"{path}:{start}: not valid CSV ({e})") from None
     return dict(gt)
