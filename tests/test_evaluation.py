@@ -66,6 +66,9 @@ def test_ground_truth_that_is_not_utf8_names_the_line(tmp_path):
     ({"categories": None}, r"not COCO detection JSON"),
     ({"annotations": [{"image_id": [1], "category_id": 7, "bbox": [1, 2, 10, 10]}]}, r"annotations\[0\]: image_id \[1\] is not in 'images'"),
     ({"images": [{"id": {"a": 1}, "file_name": "a.jpg"}]}, r"images\[0\]: needs an 'id'"),
+    ({"categories": [{"id": 7, "name": "with_mask"}, {"id": 7, "name": "without_mask"}]}, r"categories\[1\]: id 7 is already the id of 'with_mask'"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}]}, r"images\[1\]: id 1 is already the id of 'a.jpg'"),
+    ({"images": [{"id": "1", "file_name": "a.jpg"}]}, r"image_id 1 is not in 'images' \(ids are compared as written"),
 ])
 def test_coco_errors_name_the_annotation(tmp_path, change, message):
     data = {"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 7, "name": "with_mask"}],
@@ -475,3 +478,33 @@ def test_crop_auc_counts_tied_scores_half():
     assert _roc_auc(np.array([1, 0]), np.array([0.5, 0.5])) == 0.5
     assert _roc_auc(np.array([1, 1, 0, 0]), np.array([0.9, 0.5, 0.5, 0.1])) == 0.875
     assert np.isnan(_roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_crowd_and_difficult_boxes_are_neither_faces_to_find_nor_false_detections(tmp_path):
+    from batchmask.evaluation.metrics import Prediction, compute_metrics
+
+    coco = tmp_path / "c.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg"}],
+        "categories": [{"id": 7, "name": "with_mask"}],
+        "annotations": [{"image_id": 1, "category_id": 7, "bbox": [0, 0, 40, 40]},
+                        {"image_id": 1, "category_id": 7, "bbox": [100, 0, 200, 60], "iscrowd": 1}],
+    }))
+    gt = load_ground_truth(coco)
+    voc = tmp_path / "voc"
+    voc.mkdir()
+    (voc / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename>"
+        "<object><name>with_mask</name><bndbox><xmin>0</xmin><ymin>0</ymin><xmax>40</xmax><ymax>40</ymax></bndbox></object>"
+        "<object><name>with_mask</name><difficult>1</difficult><bndbox><xmin>100</xmin><ymin>0</ymin><xmax>300</xmax><ymax>60</ymax></bndbox></object>"
+        "</annotation>")
+    for truth in (gt, load_ground_truth(voc)):
+        preds = {"a.jpg": [Prediction([0, 0, 40, 40], 0.9, 0.9), Prediction([110, 5, 150, 50], 0.8, 0.9),  # a face of the crowd
+                           Prediction([400, 0, 440, 40], 0.7, 0.9)]}  # a real false detection
+        m = compute_metrics(truth, preds, 0.5)
+        assert m["faces"]["all"] == 1 and m["recall"] == 1.0 and m["false_detections"] == 1 and m["predictions"] == 2, m
+    only_crowd = tmp_path / "crowd.json"
+    only_crowd.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 7, "name": "with_mask"}],
+                                      "annotations": [{"image_id": 1, "category_id": 7, "bbox": [0, 0, 9, 9], "iscrowd": 1}]}))
+    with pytest.raises(GroundTruthError, match="no annotated faces"):
+        load_ground_truth(only_crowd)

@@ -27,6 +27,9 @@ class GroundTruthError(Exception):
 
 
 GroundTruth = dict[str, list[tuple[list[float], str]]]
+# COCO `iscrowd` and VOC `difficult` boxes, by their formats' conventions: neither a face to find
+# nor a false detection when found (a detection on one is left out of the scores)
+IGNORE = "ignore"
 
 
 def _label(raw, where: str) -> str:
@@ -69,7 +72,7 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
         gt = _load_voc(path, [path])
     else:
         gt = _load_csv(path)
-    if not any(gt.values()):
+    if not any(label != IGNORE for boxes in gt.values() for _, label in boxes):
         raise GroundTruthError(f"{path}: no annotated faces")
     merged: GroundTruth = {}
     for name, boxes in gt.items():
@@ -176,7 +179,9 @@ def _load_voc(where: Path, files: list[Path]) -> GroundTruth:
             bb = obj.find("bndbox")
             if bb is None:
                 raise GroundTruthError(f"{at}: no <bndbox>")
-            boxes.append((_box([bb.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")], at), _label(obj.findtext("name") or "", at)))
+            box = _box([bb.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")], at)
+            label = _label(obj.findtext("name") or "", at)
+            boxes.append((box, IGNORE if (obj.findtext("difficult") or "0").strip() == "1" else label))
         gt[name] = boxes
     return gt
 
@@ -196,10 +201,14 @@ def _load_coco(path: Path) -> GroundTruth:
     for i, c in enumerate(data["categories"]):
         if not isinstance(c, dict) or not _is_id(c.get("id")) or not isinstance(c.get("name"), str):
             raise GroundTruthError(f"{path}: categories[{i}]: needs an 'id' (number or text) and a 'name'")
+        if c["id"] in cats:
+            raise GroundTruthError(f"{path}: categories[{i}]: id {c['id']!r} is already the id of {cats[c['id']]!r}")
         cats[c["id"]] = c["name"]
     for i, im in enumerate(data["images"]):
         if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str) or not im["file_name"]:
             raise GroundTruthError(f"{path}: images[{i}]: needs an 'id' (number or text) and a 'file_name'")
+        if im["id"] in images:
+            raise GroundTruthError(f"{path}: images[{i}]: id {im['id']!r} is already the id of {images[im['id']]!r}")
         images[im["id"]] = im["file_name"]
     gt: GroundTruth = {name: [] for name in images.values()}
     for i, ann in enumerate(data["annotations"]):
@@ -207,7 +216,9 @@ def _load_coco(path: Path) -> GroundTruth:
         if not isinstance(ann, dict):
             raise GroundTruthError(f"{where}: not an object")
         if not _is_id(ann.get("image_id")) or ann["image_id"] not in images:
-            raise GroundTruthError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+            other = str(ann.get("image_id")) if isinstance(ann.get("image_id"), int) else None
+            hint = " (ids are compared as written: 1 and \"1\" differ)" if any(str(k) == str(ann.get("image_id")) for k in images) or other in images else ""
+            raise GroundTruthError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'{hint}")
         if not _is_id(ann.get("category_id")) or ann["category_id"] not in cats:
             raise GroundTruthError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
         bbox = ann.get("bbox")
@@ -217,5 +228,6 @@ def _load_coco(path: Path) -> GroundTruth:
             x, y, w, h = (_number(v) for v in bbox)
         except ValueError:
             raise GroundTruthError(f"{where}: bbox must be 4 finite numbers, got {bbox!r}") from None
-        gt[images[ann["image_id"]]].append((_box([x, y, x + w, y + h], where), _label(cats[ann["category_id"]], where)))
+        label = _label(cats[ann["category_id"]], where)
+        gt[images[ann["image_id"]]].append((_box([x, y, x + w, y + h], where), IGNORE if ann.get("iscrowd") else label))
     return gt

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..classifier import CLASSES, decide
-from .matching import bucket_names, match, size_bucket
+from .groundtruth import IGNORE
+from .matching import bucket_names, iou_matrix, match, size_bucket
 
 
 @dataclass
@@ -42,14 +43,27 @@ class MatchedSet:
     images: int = 0
 
 
+def _on_ignored(pred_boxes: np.ndarray, ignored: np.ndarray) -> np.ndarray:
+    """Predictions on an ignored region: IoU > 0.5 with it, or at least half inside it (one face of a crowd box)."""
+    if len(ignored) == 0 or len(pred_boxes) == 0:
+        return np.zeros(len(pred_boxes), bool)
+    tl = np.maximum(pred_boxes[:, None, :2], ignored[None, :, :2])
+    br = np.minimum(pred_boxes[:, None, 2:], ignored[None, :, 2:])
+    inside = np.prod(np.clip(br - tl, 0, None), axis=2) / np.maximum(np.prod(pred_boxes[:, 2:] - pred_boxes[:, :2], axis=1), 1e-9)[:, None]
+    return ((iou_matrix(pred_boxes, ignored) > 0.5) | (inside >= 0.5)).any(1)
+
+
 def match_all(gt: dict, preds: dict[str, list[Prediction]]) -> MatchedSet:
     m = MatchedSet()
-    for image, faces in gt.items():
+    for image, all_faces in gt.items():
         m.images += 1
+        faces = [(b, lab) for b, lab in all_faces if lab != IGNORE]
+        ignored = np.array([b for b, lab in all_faces if lab == IGNORE], np.float64).reshape(-1, 4)
         p = preds.get(image, [])
         boxes = np.array([b for b, _ in faces], np.float64).reshape(-1, 4)
         pb = np.array([x.box for x in p], np.float64).reshape(-1, 4)
         a = match(pb, [x.det_score for x in p], boxes)
+        left_out = _on_ignored(pb, ignored) & (a < 0)
         by_gt = {int(j): i for i, j in enumerate(a) if j >= 0}
         for j, (box, label) in enumerate(faces):
             i = by_gt.get(j)
@@ -59,6 +73,8 @@ def match_all(gt: dict, preds: dict[str, list[Prediction]]) -> MatchedSet:
             m.gt_incorrect_score.append(np.nan if i is None or p[i].incorrect_score is None else p[i].incorrect_score)
             m.gt_det_score.append(np.nan if i is None else p[i].det_score)
         for i, x in enumerate(p):
+            if left_out[i]:
+                continue
             m.pred_score.append(x.det_score)
             m.pred_matched.append(bool(a[i] >= 0))
             m.pred_mask_score.append(np.nan if x.mask_score is None else x.mask_score)
