@@ -646,8 +646,14 @@ def evaluate(
         err.print(f"warning: {len(absent)} of {len(gt)} annotated photos are not in {images} and are left out of the scores "
                   f"(first: {', '.join(repr(n) for n in absent[:3])})", style="yellow")
     scored = {name: boxes_ for name, boxes_ in gt.items() if name not in absent}
-    code = 0
+    outside = _boxes_outside(images, scored)
+    if outside:
+        err.print(f"warning: {outside} ground-truth boxes reach beyond their photo (annotations made for another size of these photos?)",
+                  style="yellow")
+    code, unreadable = 0, []
     if predictions is not None:
+        if model is not None:
+            err.print("warning: --model is not used with --predictions (the predictions are scored as they are)", style="yellow")
         if not predictions.is_file():
             _fail(f"predictions file not found: {predictions}", EXIT_USAGE)
         try:
@@ -689,8 +695,10 @@ def evaluate(
         levels = f", crop levels {clf.levels[0]:g}-{clf.levels[1]:g} % stretched" if clf.levels else ""
         source = f"batchmask pipeline, classifier {model_dir.name}, crop margin {clf.margin:g}{levels} (run {summary.run_id})"
         code = summary.exit_code
+        unreadable = _error_rows(out / "run" / "images.csv", scored)
     preds = {name: faces for name, faces in preds.items() if name in scored}
-    metrics = write_report(boxes, preds, out, used_threshold, title, source, min_width, gt=scored, left_out=absent)
+    metrics = write_report(boxes, preds, out, used_threshold, title, source, min_width, gt=scored, left_out=absent,
+                           unreadable=unreadable, outside=outside)
     err.print(
         f"TNR {fmt(metrics['tnr'])}  FNR {fmt(metrics['fnr'])}  recall>={min_width:g}px {fmt(metrics['recall'])}  "
         f"AP50 {fmt(metrics['ap50'])}  false det/img {metrics['false_detections_per_image']:.2f} -> {out / 'report.html'}"
@@ -699,6 +707,28 @@ def evaluate(
         err.print(f"some photos in {images} could not be read (see {out / 'run' / 'images.csv'}, status=error); "
                   "annotated ones count as photos where no face was found", style="yellow")
     raise typer.Exit(code)
+
+
+def _boxes_outside(images: Path, gt: dict) -> int:
+    """Ground-truth boxes reaching more than 2 px beyond their photo (read from its header)."""
+    from .images import displayed_size
+
+    n = 0
+    for name, faces in gt.items():
+        size = displayed_size(images / name) if faces else None
+        if size:
+            n += sum(b[0] < -2 or b[1] < -2 or b[2] > size[0] + 2 or b[3] > size[1] + 2 for b, _ in faces)
+    return n
+
+
+def _error_rows(images_csv: Path, names) -> list[str]:
+    import csv
+
+    from .sinks import spreadsheet_plain
+
+    with open(images_csv, newline="", encoding="utf-8") as f:
+        rows = [(spreadsheet_plain(r["image"]), r["status"]) for r in csv.DictReader(f)]
+    return sorted(name for name, status in rows if status == "error" and name in names)
 
 
 def _names_in(images: Path, by_name: dict) -> dict:

@@ -52,6 +52,18 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in EXTENSIONS
 
 
+def displayed_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) as displayed (EXIF orientation applied), from the header; None if unreadable."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):
+                w, h = h, w
+            return w, h
+    except Exception:  # any unreadable or hostile file: no size, no error here (the run reports it)
+        return None
+
+
 def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, target_side: int | None = 1600) -> LoadedImage:
     """Decode `path` (a file, or an fsspec URL); JPEGs larger than `target_side` are decoded
     at a reduced size via DCT scaling."""

@@ -278,6 +278,13 @@ def test_evaluate_leaves_out_absent_photos_and_exits_3_on_rejected_ones(tmp_path
     m = json.loads((out / "metrics.json").read_text())
     assert m["images"] == 2 and m["left_out_images"] == ["gone.jpg"] and m["faces"]["all"] == 2
     assert "Left out: 1 annotated photos that are not in the photo folder: gone.jpg" in (out / "report.md").read_text()
+    assert m["unreadable_images"] == ["broken.jpg"] and "Unreadable: 1 photos could not be read" in (out / "report.md").read_text()
+    assert m["boxes_outside_photo"] == 0
+
+    gt.write_text("image,x1,y1,x2,y2,label\na.jpg,150,60,350,330,masked\na.jpg,5000,5000,6000,6000,masked\n")
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "big", "-q", "--model", default_classifier_dir())
+    assert "warning: 1 ground-truth boxes reach beyond their photo" in r.stderr.replace("\n", ""), r.stderr
+    assert json.loads((tmp_path / "big" / "metrics.json").read_text())["boxes_outside_photo"] == 1
 
     # the same REPORT on another photo folder redoes the run instead of reusing its rows
     other = tmp_path / "other"

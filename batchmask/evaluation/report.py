@@ -162,6 +162,11 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         *([f"Left out: {len(metrics['left_out_images'])} annotated photos that are not in the photo folder: "
            + ", ".join(metrics["left_out_images"][:10]) + (" …" if len(metrics["left_out_images"]) > 10 else ""), ""]
           if metrics.get("left_out_images") else []),
+        *([f"Unreadable: {len(metrics['unreadable_images'])} photos could not be read and count as photos where no face was found: "
+           + ", ".join(metrics["unreadable_images"][:10]) + (" …" if len(metrics["unreadable_images"]) > 10 else ""), ""]
+          if metrics.get("unreadable_images") else []),
+        *([f"Warning: {metrics['boxes_outside_photo']} ground-truth boxes reach beyond their photo (annotations made for another "
+           "size of these photos?).", ""] if metrics.get("boxes_outside_photo") else []),
         "## Summary",
         "",
         f"| TNR | FNR | recall ≥ {metrics['min_width']:g} px | recall ≥ 32 px | recall, all sizes | precision | AP50 | false detections / image |",
@@ -249,14 +254,18 @@ def render_html(markdown_text: str, out: Path) -> str:
 
 
 def write_report(gt_path: Path, preds: dict[str, list[Prediction]], out: Path, threshold: float, title: str, source: str,
-                 min_width: float = 16.0, gt: dict | None = None, left_out: list[str] = ()) -> dict:
+                 min_width: float = 16.0, gt: dict | None = None, left_out: list[str] = (), unreadable: list[str] = (),
+                 outside: int = 0) -> dict:
     """Score `preds` against the ground truth (`gt`, else loaded from `gt_path`); `left_out`
-    names annotated photos that were not scored (absent from the photo folder)."""
+    names annotated photos that were not scored (absent from the photo folder), `unreadable`
+    those that could not be read, `outside` counts boxes reaching beyond their photo."""
     gt = load_ground_truth(gt_path) if gt is None else gt
     out.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(gt, preds, threshold, min_width)
     metrics["ground_truth"] = str(gt_path)
     metrics["left_out_images"] = sorted(left_out)
+    metrics["unreadable_images"] = sorted(unreadable)
+    metrics["boxes_outside_photo"] = outside
     metrics["source"] = source
     metrics["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     roc_plot(metrics, out / "roc.png")
