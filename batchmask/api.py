@@ -49,8 +49,9 @@ class MaskDetector:
     def threshold(self) -> float:
         return self._worker.threshold
 
-    def detect(self, image: str | Path | np.ndarray) -> Faces:
-        """Faces with boxes in pixels of the image as displayed (EXIF orientation applied);
+    def detect(self, image) -> Faces:
+        """Faces in a file path, a PIL image or an image array (see `as_rgb`), with boxes in pixels
+        of the image as displayed (EXIF orientation applied);
         `faces.labels()` labels them at this detector's threshold."""
         if isinstance(image, (str, Path)):
             loaded = load_image(str(image), target_side=self._worker.config.detector.max_side)
@@ -65,9 +66,19 @@ class MaskDetector:
 
 
 def as_rgb(image) -> np.ndarray:
-    """An H×W×3 uint8 RGB array from an image array: greyscale (H×W or H×W×1) and RGBA are
-    converted; floats may be 0..1 or 0..255, uint16 0..65535; anything else is an error,
-    never a silent wrap-around."""
+    """An H×W×3 uint8 RGB array from a PIL image (EXIF orientation applied, any mode) or an image
+    array: greyscale (H×W or H×W×1) and RGBA are converted; floats may be 0..1 or 0..255, uint16
+    0..65535; anything else is an error, never a silent wrap-around."""
+    from PIL import Image, ImageOps
+
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        raise TypeError("expected a file path (str or Path), a PIL image or an image array, not bytes")
+    if isinstance(image, Image.Image):
+        image = ImageOps.exif_transpose(image)
+        if image.mode.startswith("I;16"):
+            image = np.asarray(image).astype(np.uint16)
+        else:
+            return np.ascontiguousarray(np.asarray(image.convert("RGB")))  # CMYK, palette, LA, 1-bit ...
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -81,6 +92,11 @@ def as_rgb(image) -> np.ndarray:
     if arr.dtype == np.uint8:
         return np.ascontiguousarray(arr)
     if arr.dtype == np.uint16:
+        if arr.max() <= 255:
+            import warnings
+
+            warnings.warn("a uint16 image array whose values all lie within 0..255 is read as 16-bit (nearly black): "
+                          "convert 8-bit values with .astype(np.uint8)", stacklevel=3)
         return np.ascontiguousarray((arr.astype(np.float32) / 257.0 + 0.5).astype(np.uint8))
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"image arrays must hold numbers, not {arr.dtype}")

@@ -47,3 +47,25 @@ def test_arrays_of_other_types_are_converted_or_refused():
                          (rgb.astype(np.int32) * 16, "within 0..255"), (np.zeros((8, 8, 3), bool), "must hold numbers")]:
         with pytest.raises(ValueError, match=message):
             batchmask.detect(bad)
+
+
+def test_pil_images_in_any_mode_and_orientation_read_as_displayed():
+    from PIL import Image
+
+    from_path = batchmask.detect(SAMPLES / "astronaut.jpg")
+    im = Image.open(SAMPLES / "astronaut.jpg")
+    for mode in ("RGB", "CMYK", "P", "RGBA"):
+        got = batchmask.detect(im.convert(mode))
+        assert got.labels() == ["unmasked"], mode
+        np.testing.assert_allclose(got.boxes, from_path.boxes, atol=4.0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side, displayed upright
+    rotated = im.transpose(Image.Transpose.ROTATE_90)
+    rotated.info["exif"] = exif.tobytes()
+    rotated.getexif()[0x0112] = 6
+    got = batchmask.detect(rotated)
+    assert len(got) == 1 and got.labels() == ["unmasked"]
+    with pytest.raises(TypeError, match="not bytes"):
+        batchmask.detect(b"astronaut.jpg")
+    with pytest.warns(UserWarning, match="uint16 image array whose values all lie within 0..255"):
+        batchmask.detect(astronaut().astype(np.uint16))
