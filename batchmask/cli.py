@@ -499,7 +499,7 @@ def _job_step(step, quiet: bool) -> int:
 
 @app.command()
 def train(
-    data: Path = typer.Argument(..., metavar="DATA", help="Crops: DATA/{train,val}/{masked,unmasked}/ or DATA/{masked,unmasked}/."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Crops: DATA/{train,val}/{masked,incorrect,unmasked}/ or DATA/{masked,incorrect,unmasked}/ (incorrect optional)."),
     out: Path = typer.Option(..., "--out", help="Model directory to write (model.onnx, model.json, curves)."),
     epochs: int = typer.Option(12, min=1, help="Maximum epochs (early stopping on validation loss)."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -536,6 +536,8 @@ def ensemble(
         if not (m / "model.json").is_file():
             _fail(f"not a model directory (no model.json): {m}", EXIT_USAGE)
     _out_folder(out)
+    if len({m.resolve() for m in models}) < len(models):
+        _fail("the same model directory is given twice: an ensemble averages different models", EXIT_USAGE)
     if any(m.resolve() == out.resolve() for m in models):
         _fail(f"--out {out} is one of the models to combine: write the ensemble to a new folder", EXIT_USAGE)
     import json

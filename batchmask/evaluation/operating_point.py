@@ -124,7 +124,8 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
     meta["threshold_choice"] = {
         "rule": f"per crop margin and levels, the highest TNR with FNR + 1 SE <= {max_fnr} (ties: higher threshold); "
                 "then the variant with the highest TNR (ties: lower FNR, margin nearest the training framing, crops as cut)",
-        "tuning_photos": f"first {len(names)} of {Path(boxes).name} by sorted name",
+        "tuning_photos": f"first {len(names)} of {Path(boxes).name} by sorted name"
+                         + (f", {len(tuning_gt)} of them readable" if skipped else ""),
         "skipped_photos": skipped,
         "sweep": rows,
     }
@@ -136,6 +137,9 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
     if choice["threshold"] in (min(thresholds), max(thresholds)):
         warnings.append(f"the chosen threshold {choice['threshold']:.2f} is at the edge of the searched range "
                         f"({min(thresholds):.2f}-{max(thresholds):.2f}): the best one may lie beyond it")
+    if choice["tnr"] < 0.5:
+        warnings.append(f"at the chosen point the model catches only {choice['tnr']:.0%} of the unmasked tuning faces: "
+                        "it barely tells masks apart (an untrained or unsuited model?)")
     meta["threshold_choice"]["warnings"] = warnings
     atomic_write_json(meta_path, meta)
     return {**choice, "skipped": skipped, "warnings": warnings}

@@ -186,7 +186,7 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         "labelled. The three-label table below tells incorrect and unmasked apart.",
         "",
         f"False detections (boxes matching no annotated face of any size): {metrics['false_detections']}, "
-        f"of which {metrics['false_detections_flagged_unmasked']} were labelled unmasked.",
+        f"of which {metrics['false_detections_flagged_unmasked']} were not labelled masked (unmasked or incorrect).",
         "",
         *_three_labels_md(metrics),
         "## Detector recall by face width",
