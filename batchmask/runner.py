@@ -30,7 +30,7 @@ from .sources import InputFile, scan
 from .remote import RemoteOutput, is_url, scan_url
 from .remote import join as remote_join
 from .storage import UnsafePathError, safe_join
-from .worker import ANNOTATED_DIR, WorkerConfig
+from .worker import ANNOTATED_DIR, WorkerConfig, annotated_name
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -333,6 +333,11 @@ class RunSession:
             entry["max_pixels"] = self.options.max_pixels  # judged again under another limit
         self.store.add(entry)
         row = entry["row"]
+        if row["status"] == "error" and not self.remote:  # an earlier version's copy would show boxes this row does not have
+            try:
+                os.unlink(safe_join(self.output_dir / ANNOTATED_DIR, annotated_name(row["image"])))
+            except (OSError, UnsafePathError):
+                pass
         s = self.summary
         s.processed += 1
         s.ok += row["status"] == "ok"

@@ -447,3 +447,15 @@ def test_an_empty_input_is_announced(tmp_path):
     (tmp_path / "in").mkdir()
     r = batchmask("run", tmp_path / "in", tmp_path / "out", "-q")
     assert r.returncode == 0 and f"warning: no photos in {tmp_path / 'in'}" in r.stderr.replace("\n", ""), r.stderr
+
+
+def test_a_photo_replaced_by_a_broken_file_loses_its_old_annotated_copy(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
+    assert batchmask("run", src, out, "-q", "-w", "1").returncode == 0
+    assert (out / "annotated" / "a.jpg").is_file()
+    (src / "a.jpg").write_bytes(b"not a photo any more")
+    assert batchmask("run", src, out, "-q", "-w", "1").returncode == EXIT_PARTIAL
+    assert [r["status"] for r in rows(out / "images.csv")] == ["error"]
+    assert not (out / "annotated" / "a.jpg").exists()
