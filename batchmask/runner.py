@@ -231,6 +231,11 @@ class RunSession:
             failed = True
             raise
         finally:
+            if failed and self.summary.processed:  # the rows committed so far name this run: keep its settings on record
+                try:
+                    self._write_run_json("interrupted")
+                except Exception:
+                    pass  # the error that ended the run is the one to report
             try:
                 self.store.close()
             except (OSError, OutputError):
@@ -378,7 +383,7 @@ class RunSession:
         except OSError as e:  # moved all the same; only a later photo reusing the name would replace its rows
             self.progress("archive_error", {"image": row["image"], "error": f"archived, but not noted in OUTPUT: {e}"})
 
-    def _write_run_json(self) -> None:
+    def _write_run_json(self, status: str = "finished") -> None:
         store, summary, options = self.store, self.summary, self.options
         summary.total_errors = sum(1 for k, e in store.entries.items() if k in self.current and e["row"]["status"] == "error")
         summary.seconds = time.perf_counter() - self._t0
@@ -389,6 +394,7 @@ class RunSession:
             "output": str(self.output_location),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": status,
             "config": {
                 "workers": getattr(self.engine, "workers", options.workers),
                 "engine": "dask" if options.scheduler else options.engine,

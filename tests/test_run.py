@@ -179,11 +179,14 @@ def test_repeated_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "batchmask", "run", str(src), str(term), "-q", "--no-annotate", "-w", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not (term / ".batchmask" / "ledger.jsonl").exists() and time.monotonic() < deadline:  # rows commit within a second
+    while not ((term / "images.csv").exists() and rows(term / "images.csv")) and time.monotonic() < deadline:  # rows commit within a second
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 130
     assert "interrupted: rows committed so far are kept" in proc.stderr.read()
+    runs = {r["run_id"]: r for r in map(json.loads, open(term / "runs.jsonl"))}  # every row's run_id leads to its settings
+    assert {i["run_id"] for i in rows(term / "images.csv")} <= set(runs)
+    assert [r["status"] for r in runs.values()] == ["interrupted"]
     r = batchmask("run", src, out, "-q", "--no-annotate")
     assert r.returncode == 0, r.stderr
 
