@@ -523,7 +523,7 @@ def train(
     except TrainingError as e:
         _fail(str(e), EXIT_USAGE)
     m = result["metrics"]
-    err.print(f"model written to {out}: val accuracy {m['val']['accuracy']:.3f}, threshold {result['threshold']:.2f}")
+    err.print(f"model written to {out}: val accuracy (masked or not, at the threshold) {m['val']['accuracy']:.3f}, threshold {result['threshold']:.2f}")
 
 
 @app.command()

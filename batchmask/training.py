@@ -107,7 +107,8 @@ def _backbone_model(keras, input_size: int, path: Path, scratch: bool):
     try:
         source = keras.models.load_model(str(path), compile=False)
     except Exception as e:  # Keras raises many types for a file it cannot read
-        raise TrainingError(f"{path}: not a Keras model file ({e})") from None
+        reason = "" if "File not found" in str(e) else f" ({e})"  # Keras says so of a file it cannot parse
+        raise TrainingError(f"{path}: not a Keras model file (.keras or .h5){reason}") from None
     shape = source.input_shape
     if len(shape) != 4 or shape[1] is None or shape[3] not in (1, 3):
         raise TrainingError(f"{path}: expected an image model with a fixed H×W×1 or H×W×3 input, got {shape}")
@@ -240,6 +241,9 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     x_va, y_va = _load(splits["val"], stored)
     x_te, y_te = _load(splits["test"], stored) if splits["test"] else (None, None)
     log(f"loaded {len(x_tr)} train / {len(x_va)} val crops in {time.time() - t0:.0f}s")
+    unread = sum(len(splits[k]) for k in splits) - len(x_tr) - len(x_va) - (len(x_te) if x_te is not None else 0)
+    if unread:
+        log(f"warning: {unread} crop(s) could not be read and are left out")
     for name, x, items in (("training", x_tr, splits["train"]), ("validation", x_va, splits["val"])):
         if not len(x):
             raise TrainingError(f"none of the {len(items)} {name} crops could be read (first: {items[0][0]})")
@@ -266,7 +270,7 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             log(f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.3f} "
-                f"val_loss {logs.get('val_loss', 0):.4f} val_acc {logs.get('val_accuracy', 0):.3f}")
+                f"val_loss {logs.get('val_loss', 0):.4f} val_acc (3 labels) {logs.get('val_accuracy', 0):.3f}")
 
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, callbacks=[stop, Log()], verbose=0)
