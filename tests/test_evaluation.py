@@ -376,7 +376,7 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     assert f"skipped {first}" in r.stderr
     meta = json.loads((model / "model.json").read_text())
     choice, sweep = meta["threshold_choice"], meta["threshold_choice"]["sweep"]
-    assert choice["tuning_photos"] == "first 30 of boxes.csv by sorted name" and list(choice["skipped_photos"]) == [first]
+    assert choice["tuning_photos"] == "first 30 of boxes.csv by sorted name, 29 of them readable" and list(choice["skipped_photos"]) == [first]
     assert len(sweep) == 5 * 2 * 13 and {row["margin"] for row in sweep} == {1.1, 1.15, 1.2, 1.25, 1.3}
     assert {tuple(row["levels"] or ()) for row in sweep} == {(), (1.0, 99.0)}
     chosen = next(row for row in sweep if row["margin"] == meta["crop_margin"] and row["threshold"] == meta["threshold"]
