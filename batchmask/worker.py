@@ -208,11 +208,12 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def init_worker(config: WorkerConfig) -> None:
-    """Process-pool initializer: load the models once per process."""
+def init_worker(config: WorkerConfig, driver: int | None = None) -> None:
+    """Process-pool initializer: load the models once per process. `driver` is the driver's pid,
+    given by the driver itself: a driver killed before this runs leaves getppid() already 1."""
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it drains and commits
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(driver or os.getppid(),), daemon=True).start()
     _WORKER = Worker(config)
 
 

@@ -40,3 +40,17 @@ def test_a_worker_killed_mid_run_loses_no_photo(tmp_path):
     assert sorted(names) == sorted(t[1] for t in tasks) and len(names) == len(set(names))
     assert all(r["status"] == "ok" for r in seen)
     assert len({r["pid"] for r in seen}) > 2  # a new pool took over
+
+
+def test_a_worker_whose_driver_died_before_it_started_exits(tmp_path):
+    """The driver's pid comes from the driver: a worker started after its driver was killed
+    (getppid() already 1) must still see that it is an orphan, and exit."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that is no process's parent any more
+    code = ("from batchmask.worker import WorkerConfig, init_worker; from batchmask.models import default_detector_path; "
+            f"init_worker(WorkerConfig(str(default_detector_path())), {gone.pid}); import time; time.sleep(30)")
+    orphan = subprocess.Popen([sys.executable, "-c", code])
+    assert orphan.wait(10) == 1

@@ -65,7 +65,7 @@ class LocalEngine:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker, initargs=(self.config,))
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker, initargs=(self.config, os.getpid()))
 
     def close(self, cancel: bool = False) -> None:
         if self._pool is not None:
