@@ -516,6 +516,7 @@ def train(
         _fail("--scratch needs --backbone (MobileNetV3-Small always trains from scratch)", EXIT_USAGE)
     _out_folder(out)
     _needs_extra("train", "train")
+    _sigterm_as_interrupt()
     from .training import TrainingError, train_classifier
 
     try:
@@ -576,6 +577,7 @@ def calibrate(
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
     _needs_extra("calibrate", "eval")
+    _sigterm_as_interrupt()
     from .evaluation.groundtruth import GroundTruthError, load_ground_truth
     from .evaluation.operating_point import CalibrationError, choose_operating_point
     from .models import ModelError
@@ -624,6 +626,7 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the summary line only."),
 ) -> None:
     """Run the pipeline on annotated photos (or score given predictions) and write an evaluation report."""
+    _sigterm_as_interrupt()
     _needs_extra("evaluate", "eval")
     _out_folder(out)
     _check_model(model)
@@ -824,6 +827,7 @@ def data_build(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the summary line only."),
 ) -> None:
     """Crop faces from raw photos (artificially masking a share of the unmasked ones) into train/val/test sets."""
+    _sigterm_as_interrupt()
     from .datasets.build import BuildSource, DatasetError, build_dataset
     from .engine import EngineError
     from .sinks import OutputBusyError

@@ -223,3 +223,24 @@ def test_train_rejects_a_folder_without_classes(tmp_path):
             (junk / name / f"{i}.jpg").write_bytes(b"not a photo")
     r = batchmask("train", junk, "--out", tmp_path / "m")
     assert r.returncode == 2 and "none of the" in r.stderr and "training crops could be read" in r.stderr, r.stderr[-2000:]
+
+
+def test_sigterm_stops_a_data_build_like_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    un, ma = tmp_path / "un", tmp_path / "ma"
+    un.mkdir()
+    ma.mkdir()
+    for i in range(30):
+        shutil.copy(SAMPLES / "astronaut.jpg", un / f"u{i:02}.jpg")
+    shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", ma / "m.jpg")
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "batchmask", "data", "build", "--unmasked", str(un), "--masked", str(ma),
+                             "--out", str(data), "-q", "-w", "1"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(data.rglob("*.jpg")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130
+    assert "the next build into it removes this one's crops" in proc.stderr.read()
