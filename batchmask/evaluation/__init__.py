@@ -1,1 +1,1 @@
-"""Scoring predictions against ground-truth boxes (the protocol of DESIGN.md)."""
+"""Scoring predictions against ground-truth boxes (the published seed's protocol, made exact: README, `evaluate`)."""

@@ -1,6 +1,6 @@
 """Pipeline metrics on matched faces: the seed's table, TNR/FNR, recall by size, AP50, ROC, sweep.
 
-Conventions (DESIGN.md): one-to-one matching at IoU > 0.5, highest score first;
+Conventions (the seed's protocol, made exact): one-to-one matching at IoU > 0.5, highest score first;
 TNR = unmasked faces labelled unmasked / all unmasked faces (missed ones count
 as not caught); FNR = masked faces labelled unmasked / all masked faces;
 `incorrect` faces are counted on their own row, never folded into either class.
