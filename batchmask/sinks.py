@@ -171,21 +171,21 @@ class OutputStore:
         if not self.ledger_path.exists():
             return
         good = 0
-        lines = self.ledger_path.read_bytes().splitlines(keepends=True)
-        for number, line in enumerate(lines, start=1):
-            try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("cut off")
-                entry = json.loads(line)
-                image, lengths = entry["row"]["image"], entry["lengths"]
-            except (ValueError, KeyError, TypeError):
-                if number == len(lines):
-                    break  # the last line, cut short by a kill: that photo is redone
-                raise OutputError(f"{self.ledger_path} is damaged at line {number} of {len(lines)} (only a cut-off last line "
-                                  "is repaired): restore it from a backup, or move OUTPUT aside and run again") from None
-            self.entries[image] = entry
-            self._lengths = lengths
-            good += len(line)
+        with open(self.ledger_path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    if not line.endswith(b"\n"):
+                        raise ValueError("cut off")
+                    entry = json.loads(line)
+                    image, lengths = entry["row"]["image"], entry["lengths"]
+                except (ValueError, KeyError, TypeError):
+                    if not f.read(1):
+                        break  # the last line, cut short by a kill: that photo is redone
+                    raise OutputError(f"{self.ledger_path} is damaged at line {number} (only a cut-off last line is repaired): "
+                                      "restore it from a backup, or move OUTPUT aside and run again") from None
+                self.entries[image] = entry
+                self._lengths = lengths
+                good += len(line)
         if good != self.ledger_path.stat().st_size:
             os.truncate(self.ledger_path, good)
 

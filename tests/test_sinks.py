@@ -117,7 +117,7 @@ def test_a_ledger_damaged_before_its_last_line_stops_instead_of_dropping_later_r
     damaged = lines[0] + lines[1][:1] + b"#" + lines[1][2:] + lines[2]
     ledger.write_bytes(damaged)
     before = {p.name: p.read_bytes() for p in tmp_path.glob("*.*") if p.is_file()}
-    with pytest.raises(OutputError, match="damaged at line 2 of 3"):
+    with pytest.raises(OutputError, match="damaged at line 2 "):
         OutputStore(tmp_path).__enter__()
     assert ledger.read_bytes() == damaged
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.*") if p.is_file()} == before
