@@ -883,6 +883,7 @@ _AFTER_INTERRUPT = {
     "job": "rows committed so far are kept; the same command resumes",
     "evaluate": "the photos done so far are kept in REPORT/run; the same command resumes",
     "data": "DATA keeps its earlier metadata.csv; the next build into it removes this one's crops",
+    "calibrate": "model.json is unchanged",
 }
 
 
