@@ -130,7 +130,9 @@ def sweep_md(sweep: list[dict], used: float | None = None) -> list[str]:
 def _three_labels_md(metrics: dict) -> list[str]:
     t = metrics.get("three_labels")
     if not t:
-        return ["## Three labels", "", "These predictions carry two labels only (no incorrect score).", ""]
+        why = ("no annotated face was found" if metrics.get("recall_all_sizes") == 0
+               else "these predictions carry two labels only (no incorrect score)")
+        return ["## Three labels", "", f"No 3 × 3 table: {why}.", ""]
     rows = confusion_md(t)
     rows.append("| precision | " + " | ".join(fmt(t["precision"][c]) for c in t["labels"]) + " | |")
     return [
