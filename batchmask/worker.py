@@ -27,6 +27,7 @@ from .images import DEFAULT_MAX_PIXELS, EXTENSIONS, ImageError, load_image
 from .storage import UnsafePathError, atomic_write_bytes, safe_join
 
 ANNOTATED_DIR = "annotated"
+_NAME_ERRORS = (errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
 _KEEP_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -117,7 +118,12 @@ class Worker:
             faces = self.detector.reported(raw, *img.pixels.shape[:2])
             labels = faces.labels(self.threshold, self.config.labels)
             if self.config.annotate_root:
-                self._write_annotated(rel, img.pixels, faces, labels)
+                try:
+                    self._write_annotated(rel, img.pixels, faces, labels)
+                except OSError as e:  # the photo is fine, its copy's name is not (too long, a folder already there)
+                    if e.errno not in _NAME_ERRORS:
+                        raise
+                    result["error"] = f"annotated copy not written: {e.strerror or e}"
             if self.config.crops_root:
                 result["crops"] = self._write_crops(rel, img.pixels, raw, mask)
             full = faces.scaled(img.scale, img.height / img.pixels.shape[0])

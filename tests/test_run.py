@@ -462,3 +462,19 @@ def test_a_photo_replaced_by_a_broken_file_loses_its_old_annotated_copy(tmp_path
     assert batchmask("run", src, out, "-q", "-w", "1").returncode == EXIT_PARTIAL
     assert [r["status"] for r in rows(out / "images.csv")] == ["error"]
     assert not (out / "annotated" / "a.jpg").exists()
+
+
+def test_a_photo_whose_annotated_copy_cannot_be_named_keeps_its_rows(tmp_path):
+    """A GIF's copy gets `.png` appended: at 255 bytes the name is too long. The photo is fine:
+    its rows are written (status ok, the reason in `error`), not an error row retried forever."""
+    from PIL import Image
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    name = "a" * 251 + ".gif"
+    Image.open(SAMPLES / "astronaut.jpg").save(src / name)
+    r = batchmask("run", src, out, "-q", "-w", "1")
+    assert r.returncode == 0, r.stderr
+    (row,) = rows(out / "images.csv")
+    assert row["status"] == "ok" and row["faces"] == "1" and row["error"].startswith("annotated copy not written")
+    assert batchmask("run", src, out, "-q", "-w", "1").stderr.count("0 processed") == 1
