@@ -141,7 +141,7 @@ def _load_csv(path: Path) -> GroundTruth:
             if not row["image"]:
                 raise GroundTruthError(f"{where}: empty image name")
             if not any(row[k] for k in ("x1", "y1", "x2", "y2", "label")):
-                gt[row["image"]]  # `photo.jpg,,,,,`: annotated, with no face (its detections are false ones)
+                gt.setdefault(row["image"], [])  # `photo.jpg,,,,,`: annotated, with no face (its detections are false ones)
                 continue
             box = _box([row[k] for k in ("x1", "y1", "x2", "y2")], where)
             key = (row["image"], tuple(box))
@@ -216,8 +216,7 @@ def _load_coco(path: Path) -> GroundTruth:
         if not isinstance(ann, dict):
             raise GroundTruthError(f"{where}: not an object")
         if not _is_id(ann.get("image_id")) or ann["image_id"] not in images:
-            other = str(ann.get("image_id")) if isinstance(ann.get("image_id"), int) else None
-            hint = " (ids are compared as written: 1 and \"1\" differ)" if any(str(k) == str(ann.get("image_id")) for k in images) or other in images else ""
+            hint = " (ids are compared as written: 1 and \"1\" differ)" if any(str(k) == str(ann.get("image_id")) for k in images) else ""
             raise GroundTruthError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'{hint}")
         if not _is_id(ann.get("category_id")) or ann["category_id"] not in cats:
             raise GroundTruthError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
