@@ -20,9 +20,10 @@ def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.
     `scale` converts the face coordinates (full-size pixels) to `rgb` pixels.
     Line width and text size follow both the image size and the face size, so
     labels stay readable on thumbnails and 48 MP photos alike. Boxes are drawn
-    first, then the labels, each where it covers no earlier label (above the
-    box, inside its top, below it). A label much wider than its face, or one with
-    no free place in a crowd, shrinks to its initial and score ("U 0.87").
+    first, then the labels, each where it hides least: no earlier label, then no
+    other face, then not its own face (above the box, below it, inside its top,
+    beside it). A label much wider than its face, or one with no free place in a
+    crowd, shrinks to its initial and score ("U 0.87").
     """
     out = np.ascontiguousarray(rgb.copy())
     h, w = out.shape[:2]
@@ -48,8 +49,9 @@ def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.
         wide = cv2.getTextSize(full, FONT, font_scale, weight)[0][0] > 2.5 * max(1, x2 - x1)
         for text in ((short,) if wide else (full, short)):
             fit = _fitting_scale(text, font_scale, weight, w, h)
-            rect, overlap = _place(text, fit, weight, (x1, y1, x2, y2), w, h, placed)
-            if overlap == 0:
+            others = [b for j, b in enumerate(boxes) if j != i]
+            rect, cost = _place(text, fit, weight, (x1, y1, x2, y2), w, h, placed, others)
+            if cost == 0:
                 break
         tx, top, right, bottom, baseline, fit, text = rect
         colour = COLOURS.get(label, (255, 255, 255))
@@ -66,21 +68,22 @@ def _fitting_scale(text: str, font_scale: float, weight: int, w: int, h: int) ->
     return max(0.2, font_scale * shrink)
 
 
-def _place(text, font_scale, weight, box, w, h, placed):
-    """The label rectangle above the box, inside its top or below it: the first free one inside
-    the image, else the one overlapping earlier labels least; and that overlap (pixels)."""
+def _place(text, font_scale, weight, box, w, h, placed, others):
+    """The label rectangle, inside the image, that hides least: above the box, below it, inside
+    its top, beside it. Covering an earlier label costs most, then another face, then the top
+    of its own face; returns the rectangle and that cost (0: it hides nothing)."""
     x1, y1, x2, y2 = box
     (tw, th), baseline = cv2.getTextSize(text, FONT, font_scale, weight)
     lw, lh = tw + 2, th + baseline + 3
-    tx = min(max(0, x1), max(0, w - lw))
     best = None
-    for top in (y1 - lh, y1, y2):  # above, inside the top edge, below
-        top = min(max(0, top), max(0, h - lh))
+    for tx, top in ((x1, y1 - lh), (x1, y2), (x1, y1), (x2 - lw, y1 - lh), (x2 - lw, y2), (x2, y1), (x1 - lw, y1)):
+        tx, top = min(max(0, tx), max(0, w - lw)), min(max(0, top), max(0, h - lh))
         rect = (tx, top, tx + lw, top + lh)
-        overlap = sum(_overlap(rect, other) for other in placed)
-        if best is None or overlap < best[1]:
-            best = ((tx, top, tx + lw, top + lh, baseline, font_scale, text), overlap)
-        if overlap == 0:
+        cost = (4 * sum(_overlap(rect, other) for other in placed) + sum(_overlap(rect, other) for other in others)
+                + _overlap(rect, box) // 2)
+        if best is None or cost < best[1]:
+            best = ((tx, top, tx + lw, top + lh, baseline, font_scale, text), cost)
+        if cost == 0:
             break
     return best
 

@@ -29,3 +29,14 @@ def test_labels_in_a_crowd_do_not_cover_each_other():
     alone = sum(label_pixels(annotate(grey, faces([b], 0.1), ["unmasked"]), COLOURS["unmasked"]) for b in boxes[:3]) / 3
     # short labels ("U 0.90") for faces this small, most of them placed where no other label is
     assert label_pixels(drawn, COLOURS["unmasked"]) > 0.6 * alone * len(boxes)
+
+
+def test_labels_do_not_hide_other_faces_where_there_is_room():
+    """Two rows of faces, close together: the lower row's labels go below its faces, not over the row above."""
+    grey = np.full((220, 300, 3), 128, np.uint8)
+    boxes = [[x, y, x + 40, y + 40] for y in (40, 84) for x in (10, 110, 210)]
+    drawn = annotate(grey, faces(boxes, 0.1), ["unmasked"] * len(boxes))
+    fill = np.all(drawn == COLOURS["unmasked"], axis=2)
+    inside = sum(int(fill[y1 + 3:y2 - 3, x1 + 3:x2 - 3].sum()) for x1, y1, x2, y2 in boxes)
+    assert inside == 0
+    assert label_pixels(drawn, COLOURS["unmasked"]) > 6 * 150  # every face still has its label
