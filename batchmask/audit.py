@@ -361,21 +361,23 @@ def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: i
     thumbs = _thumbnails(outputs, images, faces, thumbnails)
     figures = "".join(
         f"<figure class='{esc(t['label'])}'><img src='data:image/jpeg;base64,{t['jpeg']}' alt='{esc(t['label'])}'>"
-        f"<figcaption>{esc(t['label'])} · face {esc(str(t['face']))}<br>{esc(t['image'])}<br>{esc(t['day'])}</figcaption></figure>"
+        f"<figcaption>{esc(t['label'])} · face {esc(str(t['face']))}<br>{esc(t['image']).replace('/', '/<wbr>')}<br>{esc(t['day'])}</figcaption></figure>"
         for t in thumbs
     )
     noncompliant = totals["incorrect"] + totals["unmasked"]
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#111}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+        "table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto;max-width:100%}"
+        "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}th{background:#f3f4f6}tr.total td{font-weight:bold;background:#f9fafb}"
-        ".grid{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:126px;font-size:11px;overflow-wrap:anywhere}"
+        ".grid{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:126px;font-size:11px;overflow-wrap:break-word}"
         f"figure img{{height:102px;max-width:126px;box-sizing:border-box;border:3px solid {_hex('unmasked')}}}"
         f"figure.incorrect img{{border-color:{_hex('incorrect')}}}"
         "img.chart{max-width:100%}"
     )
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>batchmask audit report</title>"
+        "<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<title>batchmask audit report</title>"
         f"<style>{style}</style></head><body>"
         f"<h1>Mask compliance by {esc(by)}</h1>"
         f"<p>{esc(period)} · {totals['images']} photos ({totals['errors']} unreadable) · {totals['faces']} faces · "

@@ -177,7 +177,8 @@ def render_markdown(metrics: dict, title: str, source: str) -> str:
         f"{fmt(metrics['precision'])} | {fmt(metrics['ap50'])} | {metrics['false_detections_per_image']:.2f} |",
         "",
         "TNR: unmasked faces caught (not labelled masked: unmasked, or incorrect with three labels) / all unmasked faces. "
-        "FNR: masked faces not labelled masked / all masked faces. Missed faces count as not caught.",
+        "FNR: masked faces not labelled masked / all masked faces. A face the detector missed counts as labelled masked, "
+        "as the published pipeline counted it: it lowers TNR and cannot raise FNR.",
         "",
         "## Per class",
         "",
@@ -249,10 +250,12 @@ def render_html(markdown_text: str, out: Path) -> str:
         body.append("</table>")
     style = (
         "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#111;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto;max-width:100%}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}th{background:#f3f4f6}img{max-width:100%;margin:0.5em 0}"
     )
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>batchmask evaluation</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    return ("<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>batchmask evaluation</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
 def write_report(gt_path: Path, preds: dict[str, list[Prediction]], out: Path, threshold: float, title: str, source: str,
