@@ -25,7 +25,7 @@ from .detector import DetectorConfig
 from .engine import make_engine
 from .images import DEFAULT_MAX_PIXELS
 from .models import default_classifier_dir, default_detector_dir, verified_model
-from .sinks import UNFINISHED_ERRORS, OutputError, OutputStore
+from .sinks import MISSING_COPY, UNFINISHED_ERRORS, OutputError, OutputStore
 from .sources import InputFile, scan
 from .remote import RemoteOutput, is_url, scan_url
 from .remote import join as remote_join
@@ -333,6 +333,13 @@ class RunSession:
         where = result.get("worker") or (f"pid {result['pid']}" if "pid" in result else None)
         if where:
             self.worker_counts[where] = self.worker_counts.get(where, 0) + 1
+        on_dask = bool(result.get("worker"))  # another machine, maybe: does it see INPUT and OUTPUT as we do?
+        if on_dask and result["status"] == "ok" and self.options.annotate and not self.remote and not result.get("error"):
+            if not (self.output_dir / ANNOTATED_DIR / annotated_name(inp.rel)).is_file():
+                result = {**result, "status": "error", "faces": None,
+                          "error": f"{MISSING_COPY} by Dask worker {where} (is OUTPUT mounted at the same path there?)"}
+        elif on_dask and result.get("error", "").startswith("cannot read"):
+            result = {**result, "error": f"{result['error']} (on Dask worker {where}: is INPUT mounted at the same path there?)"}
         entry = _entry(result, inp, self.run_id, self.model_ids)
         if entry["row"]["error"].startswith(TOO_LARGE):
             entry["max_pixels"] = self.options.max_pixels  # judged again under another limit

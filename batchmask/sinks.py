@@ -37,7 +37,8 @@ FACE_COLUMNS = ["image", "face", "x1", "y1", "x2", "y2", "det_score", "mask_scor
 IMAGE_COLUMNS = ["image", "status", "faces", "masked", "incorrect", "unmasked", "error", "ms", "width", "height", "taken", "camera", "mtime", "run_id"]
 TABLES = ("faces.csv", "faces.jsonl", "images.csv")
 # errors that say nothing final about the photo: the next run on the same OUTPUT tries it again
-RETRYABLE_ERRORS = ("cannot read", "I/O error", "timed out after", "worker process crashed")
+MISSING_COPY = "annotated copy not in OUTPUT after it was written"  # a Dask worker that writes elsewhere
+RETRYABLE_ERRORS = ("cannot read", "I/O error", "timed out after", "worker process crashed", MISSING_COPY)
 # errors after which --archive leaves the file in INPUT: a copy or upload may still be under way
 # (when it finishes, the file's new size and time make it a new version, processed then)
 UNFINISHED_ERRORS = RETRYABLE_ERRORS + ("empty file", "corrupt or truncated image")

@@ -155,3 +155,34 @@ def test_sigterm_while_the_local_cluster_starts_exits_cleanly(tmp_path):
     assert "interrupted" in err
     gone, alive = psutil.wait_procs(children, timeout=20)
     assert not alive
+
+
+def test_annotated_copies_a_worker_writes_elsewhere_are_not_taken_as_written(tmp_path, cluster):
+    """A worker whose OUTPUT is another folder than the driver's (a missing shared mount) writes its
+    annotated copies where nobody sees them: the rows say so, and the next run redoes those photos."""
+    from dataclasses import replace
+
+    from batchmask.engine.dask import DaskEngine
+    from batchmask.runner import RunOptions, RunSession
+
+    address, _ = cluster
+    inp, out, elsewhere = photos(tmp_path / "in", 2), tmp_path / "out", tmp_path / "worker-side"
+
+    def misconfigured(config, workers):
+        return DaskEngine(replace(config, annotate_root=str(elsewhere)), scheduler=address)
+
+    with RunSession(inp, out, RunOptions(scheduler=address), engine_factory=misconfigured) as session:
+        session.process(session.select(session.scan()))
+    rows = list(csv.DictReader(open(out / "images.csv")))
+    assert [r["status"] for r in rows] == ["error", "error"]
+    assert all(r["error"].startswith("annotated copy not in OUTPUT") and "is OUTPUT mounted at the same path" in r["error"] for r in rows)
+    assert len(list(elsewhere.rglob("*.jpg"))) == 2
+    r = batchmask("run", inp, out, "--scheduler", address + "/", "-q")  # a trailing slash names the same scheduler
+    assert r.returncode == 0 and "2 processed" in r.stderr, r.stderr
+    assert len(list((out / "annotated").rglob("*.jpg"))) == 2
+
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:  # each run's models are freed on the long-lived workers when it ends
+        left = client.run(lambda dask_worker: [p for p in dask_worker.plugins if p.startswith("batchmask-")])
+    assert left and not any(left.values()), left

@@ -112,6 +112,8 @@ class DaskEngine:
 
         self.config = config
         self.cluster = self.client = None
+        self.plugin = None
+        scheduler = scheduler.rstrip("/") if scheduler else scheduler  # tcp://host:8786/ names the same scheduler
         try:
             if scheduler:
                 _probe(scheduler, connect_timeout)  # Client alone can hang for a minute on a port that is not Dask
@@ -128,7 +130,12 @@ class DaskEngine:
         self.dashboard = self.client.dashboard_link
         n = len(self.client.scheduler_info()["workers"])
         if n == 0:
-            self.client.wait_for_workers(1, timeout=connect_timeout * 3)
+            try:
+                self.client.wait_for_workers(1, timeout=connect_timeout * 3)
+            except TimeoutError:
+                self.close()
+                raise EngineError(f"no Dask worker joined the scheduler at {scheduler} within {connect_timeout * 3:g} s "
+                                  "(start workers with: dask worker ADDRESS --nthreads 1)") from None
             n = len(self.client.scheduler_info()["workers"])
         self.workers = n
         self.max_in_flight = max(2, n * in_flight_per_worker)
@@ -143,6 +150,12 @@ class DaskEngine:
 
     def close(self, cancel: bool = False) -> None:
         if self.client is not None:
+            if self.plugin is not None and self.cluster is None:
+                # a long-lived cluster serves many runs, each its own configuration: free this one's models
+                try:
+                    self.client.unregister_worker_plugin(self.plugin)
+                except Exception:  # the scheduler may be gone: its workers' copies went with it
+                    pass
             self.client.close()
             self.client = None
         if self.cluster is not None:
@@ -153,6 +166,7 @@ class DaskEngine:
         from concurrent.futures import CancelledError
 
         from distributed import as_completed
+        from distributed.client import ClosedClientError
         from distributed.scheduler import KilledWorker
 
         batches = iter(batches)
@@ -162,7 +176,11 @@ class DaskEngine:
 
         def submit(batch: list[Task]) -> None:
             # pure=False: a resubmitted batch is a new task, not the failed one's cached result
-            fut = self.client.submit(run_on_dask_worker, self.plugin, batch, pure=False)
+            try:
+                fut = self.client.submit(run_on_dask_worker, self.plugin, batch, pure=False)
+            except ClosedClientError:  # the scheduler went away (a watch may notice only at its next photo)
+                raise EngineError("lost the Dask scheduler (the client closed after failing to reconnect); "
+                                  "start it again and rerun the command to resume") from None
             futures[fut] = batch
             done_queue.add(fut)
 
