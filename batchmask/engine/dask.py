@@ -30,10 +30,22 @@ Task = tuple[str, str]
 
 
 def _probe(address: str, timeout: float) -> None:
-    """Ask the scheduler who it is, with one deadline for connecting and answering."""
+    """Ask the scheduler who it is, with one deadline for connecting and answering. A refused
+    connection or an unknown host fails at once (Dask's own connect retries until its timeout)."""
     import asyncio
+    import socket
+    from urllib.parse import urlsplit
 
     from distributed.core import rpc
+
+    parts = urlsplit(address)
+    if parts.scheme == "tcp":
+        try:
+            socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
+        except (ConnectionRefusedError, socket.gaierror) as e:
+            raise EngineError(f"cannot reach the Dask scheduler at {address} ({e.strerror or e})") from None
+        except OSError:
+            pass  # a timeout or a route problem: the Dask handshake below reports it
 
     async def identity():
         async with rpc(address) as scheduler:
