@@ -228,6 +228,13 @@ def test_a_table_replaced_by_another_file_is_named(audited, tmp_path):
     assert r.returncode == 2 and "faces.csv has no column image, label: not a batchmask table" in r.stderr, r.stderr
 
 
+def report_table(tmp_path, *options):
+    """`batchmask report` of tmp_path/out as a CSV table, read back."""
+    r = batchmask("report", tmp_path / "out", "--out", tmp_path / "r.csv", *options)
+    assert r.returncode == 0, r.stderr
+    return pd.read_csv(tmp_path / "r.csv")
+
+
 def test_a_name_starting_with_a_quote_is_not_taken_for_a_guarded_formula(tmp_path):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -236,9 +243,7 @@ def test_a_name_starting_with_a_quote_is_not_taken_for_a_guarded_formula(tmp_pat
     assert batchmask("run", inp, tmp_path / "out", "-q", "-w", "1").returncode == 0
     names = [row["image"] for row in csv.DictReader(open(tmp_path / "out" / "images.csv", encoding="utf-8"))]
     assert sorted(names) == ["''=a.jpg", "'=a.jpg"]
-    r = batchmask("report", tmp_path / "out", "--out", tmp_path / "r.csv", "--by", "folder")
-    assert r.returncode == 0, r.stderr
-    table = pd.read_csv(tmp_path / "r.csv")
+    table = report_table(tmp_path, "--by", "folder")
     assert int(table["images"].sum()) == 2 and int(table["faces"].sum()) == 1
 
 
@@ -252,7 +257,5 @@ def test_an_error_row_without_a_file_date_counts_on_the_day_it_was_made(tmp_path
     os.symlink(tmp_path / "gone.jpg", inp / "dangling.jpg")
     assert batchmask("run", inp, tmp_path / "out", "-q", "-w", "1").returncode == 3
     today = dt.date.today().isoformat()
-    r = batchmask("report", tmp_path / "out", "--out", tmp_path / "r.csv", "--since", today, "--until", today)
-    assert r.returncode == 0, r.stderr
-    table = pd.read_csv(tmp_path / "r.csv")
+    table = report_table(tmp_path, "--since", today, "--until", today)
     assert int(table["images"].sum()) == 2 and int(table["errors"].sum()) == 1

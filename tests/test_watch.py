@@ -63,6 +63,29 @@ def wait_for_rows(out: Path, images: set[str], timeout: float = 60) -> list[dict
     raise AssertionError(f"rows for {images - {r['image'] for r in rows(out)}} never appeared")
 
 
+def burst_into_a_small_watch(inp: Path, out: Path, n: int):
+    """An in-process watcher with a pending limit of 5, fed `n` photos at once: (events, summary, rows)."""
+    from batchmask.runner import RunOptions
+    from batchmask.watch import Watcher, WatchOptions
+
+    events, result = [], []
+    watcher = Watcher(inp, out, RunOptions(workers=1, annotate=False), WatchOptions(settle=0.3, max_pending=5), lambda e, d: events.append(e))
+    thread = threading.Thread(target=lambda: result.append(watcher.run()))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "watching" not in events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for i in range(n):
+            shutil.copy(PHOTOS[1], inp / f"burst{i:02}.jpg")
+        got = wait_for_rows(out, {f"burst{i:02}.jpg" for i in range(n)}, timeout=120)
+    finally:
+        watcher.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    return events, result[0], got
+
+
 def test_catch_up_copies_slow_writes_renames_restart_and_sigterm(tmp_path):
     inp, out = tmp_path / "in", tmp_path / "out"
     (inp / "cam1").mkdir(parents=True)
@@ -177,26 +200,9 @@ def test_watch_refuses_bad_folders(tmp_path):
 
 def test_a_burst_beyond_the_pending_limit_falls_back_to_a_rescan(tmp_path):
     """In-process watcher with a tiny pending limit: 30 files at once overflow it; every one is still done once."""
-    from batchmask.runner import RunOptions
-    from batchmask.watch import Watcher, WatchOptions
-
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
-    events = []
-    watcher = Watcher(inp, out, RunOptions(workers=1, annotate=False), WatchOptions(settle=0.3, max_pending=5), lambda e, d: events.append(e))
-    thread = threading.Thread(target=watcher.run)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while "watching" not in events and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for i in range(30):
-            shutil.copy(PHOTOS[1], inp / f"burst{i:02}.jpg")
-        got = wait_for_rows(out, {f"burst{i:02}.jpg" for i in range(30)}, timeout=120)
-    finally:
-        watcher.stop()
-        thread.join(60)
-    assert not thread.is_alive()
+    events, _, got = burst_into_a_small_watch(inp, out, 30)
     assert events.count("scanned") >= 2  # the start-up scan and at least one rescan after the overflow
     assert sorted(r["image"] for r in rows(out)) == sorted(r["image"] for r in got) == [f"burst{i:02}.jpg" for i in range(30)]
 
@@ -251,30 +257,13 @@ def test_unchanged_count_is_what_output_held_at_start_not_after_a_rescan(tmp_pat
     finds the watch's own results done too, and must not count them as unchanged."""
     from conftest import batchmask
 
-    from batchmask.runner import RunOptions
-    from batchmask.watch import Watcher, WatchOptions
-
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
     for i in range(3):
         shutil.copy(PHOTOS[1], inp / f"before{i}.jpg")
     assert batchmask("run", inp, out, "-q", "-w", "1", "--no-annotate").returncode == 0
-    events, result = [], []
-    watcher = Watcher(inp, out, RunOptions(workers=1, annotate=False), WatchOptions(settle=0.3, max_pending=5), lambda e, d: events.append(e))
-    thread = threading.Thread(target=lambda: result.append(watcher.run()))
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while "watching" not in events and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for i in range(12):
-            shutil.copy(PHOTOS[1], inp / f"burst{i:02}.jpg")
-        wait_for_rows(out, {f"burst{i:02}.jpg" for i in range(12)}, timeout=120)
-    finally:
-        watcher.stop()
-        thread.join(60)
+    events, summary, _ = burst_into_a_small_watch(inp, out, 12)
     assert events.count("scanned") >= 2  # the rescan after the overflow happened
-    summary = result[0]
     assert summary.skipped == 3
     assert summary.processed == 12
 
