@@ -264,14 +264,15 @@ class RunSession:
         if self.archive_dir is not None:
             names = {f.rel for f in inputs}
             inputs = [self._archive_alias(f, names) for f in inputs]
+        last_run = self._last_run()
         if self.options.force:
             self.store.forget({f.rel for f in inputs})
         else:  # photos rejected as too large under another --max-pixels limit are judged again under this one
-            last = (self._last_run().get("config") or {}).get("max_pixels", self.options.max_pixels)
+            last = (last_run.get("config") or {}).get("max_pixels", self.options.max_pixels)
             too_large = [(f.rel, e) for f in inputs if (e := self.store.entries.get(f.rel)) and e["row"]["error"].startswith(TOO_LARGE)]
             self.store.forget({rel for rel, e in too_large if e.get("max_pixels", last) != self.options.max_pixels})
         todo = [f for f in inputs if not self.store.is_current(f.rel, f.signature)]
-        last_input = self._last_run().get("input")
+        last_input = last_run.get("input")
         replaced = sum(f.rel in self.store.entries for f in todo)
         if replaced and last_input and last_input != str(self.input_dir) and not self._warned_input:
             self._warned_input = True
