@@ -1,3 +1,13 @@
-from .cli import main
+"""`python -m batchmask` and the `batchmask` script. The CLI is imported inside `main`: worker
+processes (started with `spawn`) import the script that started the driver, and need not pay
+for Typer and Rich."""
 
-main()
+
+def main() -> None:
+    from .cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
