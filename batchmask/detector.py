@@ -95,6 +95,16 @@ class DetectorConfig:
     box_shift: tuple[float, float] = (0.0, 0.12)
 
 
+# `--fast`: one pass at the photo's own size (long side at most 1,000 px, so a 12 MP JPEG is
+# decoded at a quarter of its size), no upscaled look for small faces. About twice the
+# photos per second; faces under 32 px are found less often (README, "Fast mode").
+FAST = DetectorConfig(scales=(0,), max_side=1000, refine_score=None)
+
+
+def detector_config(fast: bool = False) -> DetectorConfig:
+    return FAST if fast else DetectorConfig()
+
+
 @lru_cache(maxsize=64)
 def _anchors(height: int, width: int) -> np.ndarray:
     """Anchor centres and sizes (cx, cy, w, h) in pixels, in the network's output order."""

@@ -39,7 +39,7 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
         "input": ("path", True), "output": ("path", True), "workers": ("int", False), "threshold": ("float", False),
         "labels": ("int", False), "model": ("path", False), "annotate": ("bool", False), "archive": ("path", False),
         "force": ("bool", False), "timeout": ("float", False), "max_pixels": ("int", False),
-        "engine": ("str", False), "scheduler": ("str", False),
+        "engine": ("str", False), "scheduler": ("str", False), "fast": ("bool", False),
     },
     "report": {
         "outputs": ("paths", False), "out": ("path", True), "by": ("str", False), "since": ("date", False),
@@ -59,7 +59,7 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
     "evaluate": {
         "images": ("path", True), "boxes": ("path", True), "out": ("path", True), "model": ("path", False),
         "threshold": ("float", False), "min_width": ("float", False), "title": ("str", False), "workers": ("int", False),
-        "engine": ("str", False), "scheduler": ("str", False),
+        "engine": ("str", False), "scheduler": ("str", False), "fast": ("bool", False),
     },
 }
 JOB_KEYS = {"name": "str", "lock": "path"}

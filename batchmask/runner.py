@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .detector import DetectorConfig
+from .detector import FAST, DetectorConfig
 from .engine import make_engine
 from .images import DEFAULT_MAX_PIXELS
 from .models import default_classifier_dir, default_detector_dir, verified_model
@@ -55,6 +55,18 @@ class RunOptions:
     scheduler: str | None = None  # a Dask scheduler address (tcp://host:8786): implies engine="dask"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     only: frozenset[str] | None = None  # process only these inputs (names relative to INPUT), e.g. the annotated photos
+
+
+def _as_json(detector: DetectorConfig) -> dict:
+    """Detector settings as run.json holds them (tuples as lists)."""
+    return json.loads(json.dumps(asdict(detector)))
+
+
+def _detector_name(settings: dict) -> str:
+    for name, preset in (("default", DetectorConfig()), ("fast", FAST)):
+        if settings == _as_json(preset):
+            return name
+    return "custom"
 
 
 @dataclass
@@ -217,7 +229,11 @@ class RunSession:
         meta = self.classifier_meta
         now = (self.threshold, self.options.labels, meta["sha256"], (meta.get("crop_margin"), meta.get("crop_levels")))
         names = ("threshold {} → {}", "labels {} → {}", "classifier {:.12} → {:.12}", "classifier crop (margin, levels) {} → {}")
-        return [name.format(b, n) for name, b, n in zip(names, before, now) if b != n]
+        changed = [name.format(b, n) for name, b, n in zip(names, before, now) if b != n]
+        detector = last["config"].get("detector")
+        if isinstance(detector, dict) and detector != _as_json(self.options.detector):
+            changed.append(f"detector {_detector_name(detector)} → {_detector_name(_as_json(self.options.detector))}")
+        return changed
 
     def __exit__(self, exc_type, exc, tb) -> None:
         failed = exc_type is not None

@@ -4,8 +4,8 @@
 
 Copies the photos of the two annotated sets (Kaggle crowd scenes + webcam
 selfies) into one folder, then alternates, `--repeats` times: batchmask with 1
-worker, batchmask with 2 workers, the AIZOO peer (../shared/peers, its own
-venv, OpenCV's threads). Prints median images/s, ratios, and the peak RSS of
+worker, batchmask with 2 workers, the same with `--fast` (one detector pass),
+the AIZOO peer (../shared/peers, its own venv, OpenCV's threads). Prints median images/s, ratios, and the peak RSS of
 each batchmask worker process (VmHWM, read from /proc while it runs).
 """
 
@@ -111,14 +111,17 @@ def main() -> None:
     n = len(photos)
     print(f"{n} photos (Kaggle + webcam), {os.cpu_count()} cores, {args.repeats} alternating repeats")
     py = peer_python(data)
-    results: dict[str, list[float]] = {"batchmask 1 worker": [], "batchmask 2 workers": [], "AIZOO peer": []}
+    results: dict[str, list[float]] = {"batchmask 1 worker": [], "batchmask 2 workers": [], "--fast 1 worker": [], "--fast 2 workers": [],
+                                       "AIZOO peer": []}
     rss: list[int] = []
     for r in range(args.repeats):
-        for workers in (1, 2):
-            out = work / f"out-{workers}-{r}"
-            secs, peaks = timed([sys.executable, "-m", "batchmask", "run", str(src), str(out), "--workers", str(workers), "--quiet"], True)
-            results[f"batchmask {workers} worker{'s' if workers > 1 else ''}"].append(n / secs)
-            rss += [v for v in peaks.values() if v > 100]
+        for fast in (False, True):
+            for workers in (1, 2):
+                out = work / f"out-{workers}-{r}{'-fast' if fast else ''}"
+                cmd = [sys.executable, "-m", "batchmask", "run", str(src), str(out), "--workers", str(workers), "--quiet"] + (["--fast"] if fast else [])
+                secs, peaks = timed(cmd, True)
+                results[f"{'--fast' if fast else 'batchmask'} {workers} worker{'s' if workers > 1 else ''}"].append(n / secs)
+                rss += [v for v in peaks.values() if v > 100]
         secs, _ = timed(peer_command(py, peers, src, work / f"peer-{r}.jsonl"))
         results["AIZOO peer"].append(n / secs)
     print(f"\n{'whole command':22s} {'median img/s':>12s}  runs")
@@ -127,6 +130,7 @@ def main() -> None:
     m = {k: statistics.median(v) for k, v in results.items()}
     print(f"\n2 workers / 1 worker: {m['batchmask 2 workers'] / m['batchmask 1 worker']:.2f}x")
     print(f"batchmask 2 workers / AIZOO: {m['batchmask 2 workers'] / m['AIZOO peer']:.2f}x")
+    print(f"--fast 2 workers / 1 worker: {m['--fast 2 workers'] / m['--fast 1 worker']:.2f}x; --fast 2 workers / AIZOO: {m['--fast 2 workers'] / m['AIZOO peer']:.2f}x")
     if rss:
         print(f"peak RSS per batchmask worker process: median {statistics.median(rss):.0f} MB, max {max(rss)} MB")
     shutil.rmtree(work, ignore_errors=True)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from batchmask.detector import DetectorConfig, RetinaFace
+from batchmask.detector import FAST, DetectorConfig, RetinaFace
 from batchmask.models import default_detector_path
 from conftest import SAMPLES, SHARED_DATA, astronaut, needs_shared
 from PIL import Image
@@ -82,6 +82,15 @@ def test_cascade_finds_the_distant_face_by_looking_only_around_it():
     assert base == (320, 448)
     # the upscaled pass saw a region around the small face, not the whole photo at 2.4x
     assert up[0] * up[1] < 0.5 * up_full[0] * up_full[1]
+
+
+def test_fast_mode_looks_once_at_the_photo_as_it_is():
+    fast = RetinaFace(str(default_detector_path()), FAST)
+    fast.session = CountingSession(fast.session)
+    faces = fast.detect(crowd_scene())
+    assert fast.session.shapes == [(320, 448)]  # no upscaled look around the distant face
+    assert len(faces) >= 1 and faces.widths.max() > 50  # the close-up is found
+    assert fast.plan(3000, 4000) == [0.25]  # large photos: one pass at 1,000 px
 
 
 def test_a_lone_close_up_costs_one_pass():

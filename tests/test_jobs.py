@@ -78,22 +78,24 @@ def test_a_report_step_reads_an_output_given_as_a_url(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
-    job = write_job(tmp_path, f'input = "in"\noutput = "out"\nworkers = 1\nannotate = false\n'
+    job = write_job(tmp_path, f'input = "in"\noutput = "out"\nworkers = 1\nannotate = false\nfast = true\n'
                               f'[report]\noutputs = ["{(tmp_path / "out").as_uri()}"]\nout = "r.csv"\n')
     r = batchmask("job", "run", job)
     assert r.returncode == 0, r.stderr
     assert sum(int(row["faces"]) for row in csv.DictReader(open(tmp_path / "r.csv"))) == 1
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["config"]["detector"]["scales"] == [0]  # fast = true
 
 
 @needs_shared
 def test_a_job_chain_runs_evaluate_on_annotated_photos(tmp_path):
     webcam = SHARED_DATA / "formatcom_webcam"
     job = write_job(tmp_path, f'[[step]]\ndo = "evaluate"\nimages = "{webcam / "images"}"\nboxes = "{webcam / "boxes.csv"}"\n'
-                              f'out = "report"\nworkers = 1\n[[step]]\ndo = "report"\noutputs = ["report/run"]\nout = "audit.csv"\n')
+                              f'out = "report"\nworkers = 1\nfast = true\n[[step]]\ndo = "report"\noutputs = ["report/run"]\nout = "audit.csv"\n')
     r = batchmask("job", "run", job, timeout=300)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert metrics["images"] == 61 and metrics["recall"] > 0.85
+    assert metrics["images"] == 61 and metrics["recall"] > 0.85  # selfies: fast mode finds them too
+    assert "fast mode (one detector pass)" in (tmp_path / "report" / "report.md").read_text()
     assert (tmp_path / "audit.csv").read_text().startswith("day,images,")
 
 

@@ -336,6 +336,20 @@ def test_archive_moves_inputs_and_a_reused_name_keeps_both_photos(tmp_path):
     assert r.returncode == 0 and "0 processed" in r.stderr, r.stderr
 
 
+def test_fast_mode_is_on_record_and_switching_it_is_announced(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
+    r = batchmask("run", src, out, "-q", "-w", "1", "--fast")
+    assert r.returncode == 0 and "1 face" in r.stderr, r.stderr
+    assert json.loads((out / "run.json").read_text())["config"]["detector"]["scales"] == [0]
+    shutil.copy(SAMPLES / "chelsea.jpg", src / "b.jpg")
+    r = batchmask("run", src, out, "-q", "-w", "1")
+    assert r.returncode == 0, r.stderr
+    assert "earlier rows were labelled with other settings (detector fast → default)" in r.stderr
+    assert json.loads((out / "run.json").read_text())["config"]["detector"]["scales"] == [0, 960]
+
+
 def test_changed_labelling_settings_are_announced_and_every_run_is_on_record(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
