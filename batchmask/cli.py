@@ -495,7 +495,8 @@ def _job_step(step, quiet: bool) -> int:
             calibrate(model=a["model"], images=a["images"], boxes=a["boxes"], tuning=a.get("tuning", 300), max_fnr=a.get("max_fnr", 0.05), quiet=quiet)
         elif step.do == "evaluate":
             evaluate(images=a["images"], boxes=a["boxes"], crops=False, out=a["out"], model=a.get("model"), predictions=None, threshold=a.get("threshold"),
-                     min_width=a.get("min_width", 16.0), title=a.get("title", "batchmask evaluation"), fast=a.get("fast", False),
+                     min_width=a.get("min_width", 16.0), title=a.get("title", "batchmask evaluation"), exclude_first=a.get("exclude_first", 0),
+                     fast=a.get("fast", False),
                      workers=a.get("workers"), engine=a.get("engine", "local"), scheduler=a.get("scheduler"), quiet=quiet)
         return 0
     except typer.Exit as e:
@@ -625,6 +626,8 @@ def evaluate(
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Mask threshold (default: the model's; 0.5 for --predictions)."),
     min_width: float = typer.Option(16.0, min=0.0, help="Faces narrower than this (px) are left out of the class table and TNR/FNR."),
     title: str = typer.Option("batchmask evaluation", help="Report title."),
+    exclude_first: int = typer.Option(0, "--exclude-first", min=0, help="Leave out the first N annotated photos by sorted name: "
+                                      "the tuning photos of `calibrate --tuning N`, so that only held-out photos are scored."),
     fast: bool = FAST,
     workers: Optional[int] = WORKERS,
     engine: str = ENGINE,
@@ -647,9 +650,16 @@ def evaluate(
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
     try:
-        gt = _names_in(images, load_ground_truth(boxes))
+        annotated = load_ground_truth(boxes)
     except GroundTruthError as e:
         _fail(f"bad ground truth: {e}", EXIT_USAGE)
+    if exclude_first >= len(annotated):
+        _fail(f"--exclude-first {exclude_first} leaves none of the {len(annotated)} annotated photos in {boxes}", EXIT_USAGE)
+    held_out = ""
+    if exclude_first:  # the same order as calibrate's tuning photos: the ground truth's names, sorted
+        annotated = {name: annotated[name] for name in sorted(annotated)[exclude_first:]}
+        held_out = f"; the first {exclude_first} annotated photos by sorted name (calibration's tuning photos) are left out"
+    gt = _names_in(images, annotated)
     absent = sorted(name for name in gt if not (images / name).is_file())
     if len(absent) == len(gt):
         _fail(f"none of the {len(gt)} photos named in {boxes} is in {images} (first: {absent[0]!r})", EXIT_USAGE)
@@ -680,7 +690,7 @@ def evaluate(
         if unknown:
             err.print(f"warning: {len(unknown)} images in {predictions} are not annotated photos in {images} and are ignored "
                       f"(first: {unknown[0]!r})", style="yellow")
-        source = f"Predictions from {predictions.name}"
+        source = f"Predictions from {predictions.name}{held_out}"
         used_threshold = 0.5 if threshold is None else threshold
     else:
         from .classifier import MaskClassifier
@@ -707,7 +717,7 @@ def evaluate(
         used_threshold = threshold if threshold is not None else clf.threshold
         levels = f", crop levels {clf.levels[0]:g}-{clf.levels[1]:g} % stretched" if clf.levels else ""
         mode = ", fast mode (one detector pass)" if fast else ""
-        source = f"batchmask pipeline{mode}, classifier {model_dir.name}, crop margin {clf.margin:g}{levels} (run {summary.run_id})"
+        source = f"batchmask pipeline{mode}, classifier {model_dir.name}, crop margin {clf.margin:g}{levels} (run {summary.run_id}){held_out}"
         code = summary.exit_code
         unreadable = _error_rows(out / "run" / "images.csv", scored)
     preds = {name: faces for name, faces in preds.items() if name in scored}

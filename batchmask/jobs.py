@@ -58,12 +58,12 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
     "calibrate": {"model": ("path", True), "images": ("path", True), "boxes": ("path", True), "tuning": ("int", False), "max_fnr": ("float", False)},
     "evaluate": {
         "images": ("path", True), "boxes": ("path", True), "out": ("path", True), "model": ("path", False),
-        "threshold": ("float", False), "min_width": ("float", False), "title": ("str", False), "workers": ("int", False),
+        "threshold": ("float", False), "min_width": ("float", False), "title": ("str", False), "exclude_first": ("int", False), "workers": ("int", False),
         "engine": ("str", False), "scheduler": ("str", False), "fast": ("bool", False),
     },
 }
 JOB_KEYS = {"name": "str", "lock": "path"}
-_MINIMUM = {"workers": 1, "timeout": 0, "max_pixels": 1, "last_days": 1, "thumbnails": 0, "epochs": 1, "batch_size": 1, "tuning": 1, "limit": 0, "min_width": 0}
+_MINIMUM = {"workers": 1, "timeout": 0, "max_pixels": 1, "last_days": 1, "thumbnails": 0, "epochs": 1, "batch_size": 1, "tuning": 1, "limit": 0, "min_width": 0, "exclude_first": 0}
 
 
 @dataclass

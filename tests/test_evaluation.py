@@ -258,6 +258,14 @@ def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path)
     preds.write_bytes(b"\xef\xbb\xbf" + line.encode())  # a byte-order mark, as some editors write
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
     assert r.returncode == 0 and json.loads((tmp_path / "p" / "metrics.json").read_text())["table"]["masked"]["identified_correct"] == 1, r.stderr
+    # held-out scoring: the first N names of the ground truth, sorted as calibrate --tuning sorts them, are left out
+    # (the absolute path of sub/b.jpg sorts before a.jpg)
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1", "-q")
+    held = json.loads((tmp_path / "h" / "metrics.json").read_text())
+    assert r.returncode == 0 and held["images"] == 1 and held["recall_all_sizes"] == 1.0, r.stderr
+    assert "the first 1 annotated photos by sorted name (calibration's tuning photos) are left out" in (tmp_path / "h" / "report.md").read_text()
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "2")
+    assert r.returncode == 2 and "--exclude-first 2 leaves none of the 2 annotated photos" in r.stderr
     preds.write_text(line + line)
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
     assert r.returncode == 2 and "p.jsonl:2: image 'a.jpg' was already given on line 1" in r.stderr, r.stderr
