@@ -97,6 +97,7 @@ class MaskClassifier:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
+        opts.enable_mem_pattern = False  # crops per photo vary: see RetinaFace
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 

@@ -1,6 +1,6 @@
 """Large photos: batchmask against the decode floor and the AIZOO peer on 12 MP and 24 MP JPEGs.
 
-    python bench/large_photos.py [--photos 20] [--repeats 3]
+    python bench/large_photos.py [--photos 60] [--repeats 3]
 
 Builds two sets from the shared Kaggle + webcam photos, upscaled (Lanczos) to
 4000×3000 (12 MP) and 6000×4000 (24 MP) JPEGs at quality 90. The decode floor is
@@ -54,12 +54,12 @@ def decode_floor(folder: Path, workers: int, side: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--photos", type=int, default=20)
+    ap.add_argument("--photos", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     data = Path(args.data)
     peers = data.parent / "peers"
-    pool = sorted((data / "kaggle_andrewmvd_facemask" / "images").glob("*.jpg"))[::40] + sorted((data / "formatcom_webcam" / "images").glob("*.jpg"))[::10]
+    pool = sorted((data / "kaggle_andrewmvd_facemask" / "images").glob("*.jpg"))[::15] + sorted((data / "formatcom_webcam" / "images").glob("*.jpg"))[::10]
     pool = pool[: args.photos]
     work = Path(tempfile.mkdtemp(prefix="bm-large-"))
     py = peer_python(data)
