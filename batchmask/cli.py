@@ -122,7 +122,7 @@ MODEL = typer.Option(None, "--model", help="Classifier model directory (default:
 NO_ANNOTATE = typer.Option(False, "--no-annotate", help="Do not write annotated copies.")
 ARCHIVE = typer.Option(None, "--archive", help="Move each input here (same relative path) once its rows are committed.")
 TIMEOUT = typer.Option(120.0, min=0.0, help="Seconds allowed per photo before it becomes an error row (0: no limit).")
-FAST = typer.Option(False, "--fast", help="One detector pass per photo, no upscaled look for small faces: about twice the photos per second, fewer faces under 32 px found (README, \"Fast mode\").")
+FAST = typer.Option(False, "--fast", help="No upscaled look for small faces (one detector pass on most photos): about twice the photos per second, fewer faces under 32 px found (README, \"Fast mode\").")
 ENGINE = typer.Option("local", "--engine", help="local (a process pool on this machine) or dask (a Dask LocalCluster unless --scheduler).")
 def _scheduler(address: Optional[str]) -> Optional[str]:
     from .engine import scheduler_address_problem
@@ -640,6 +640,9 @@ def evaluate(
     _out_folder(out)
     _check_model(model)
     if crops:
+        for flag, given in (("--exclude-first", exclude_first), ("--fast", fast)):
+            if given:
+                err.print(f"warning: {flag} is not used with --crops (it applies to annotated photos and the detector)", style="yellow")
         _evaluate_crops(images, out, model, threshold, title)
         return
     if boxes is None:
@@ -655,10 +658,13 @@ def evaluate(
         _fail(f"bad ground truth: {e}", EXIT_USAGE)
     if exclude_first >= len(annotated):
         _fail(f"--exclude-first {exclude_first} leaves none of the {len(annotated)} annotated photos in {boxes}", EXIT_USAGE)
-    held_out = ""
-    if exclude_first:  # the same order as calibrate's tuning photos: the ground truth's names, sorted
+    held_out_note, excluded = "", set()
+    if exclude_first:  # the same order as calibrate's tuning photos: the ground truth's names as written, sorted
+        tuning = sorted(annotated)[:exclude_first]
+        excluded = set(_names_in(images, {name: annotated[name] for name in tuning}))
         annotated = {name: annotated[name] for name in sorted(annotated)[exclude_first:]}
-        held_out = f"; the first {exclude_first} annotated photos by sorted name (calibration's tuning photos) are left out"
+        photos = "photo" if exclude_first == 1 else f"{exclude_first} annotated photos"
+        held_out_note = f"; the first {photos} by sorted name (calibration's tuning photos) left out"
     gt = _names_in(images, annotated)
     absent = sorted(name for name in gt if not (images / name).is_file())
     if len(absent) == len(gt):
@@ -673,8 +679,9 @@ def evaluate(
                   style="yellow")
     code, unreadable = 0, []
     if predictions is not None:
-        if model is not None:
-            err.print("warning: --model is not used with --predictions (the predictions are scored as they are)", style="yellow")
+        for flag, given in (("--model", model is not None), ("--fast", fast)):
+            if given:
+                err.print(f"warning: {flag} is not used with --predictions (the predictions are scored as they are)", style="yellow")
         if not predictions.is_file():
             _fail(f"predictions file not found: {predictions}", EXIT_USAGE)
         try:
@@ -683,14 +690,16 @@ def evaluate(
             _fail(str(e), EXIT_USAGE)
         if not preds:
             _fail(f"no predictions in {predictions}", EXIT_USAGE)
-        unknown = sorted(set(preds) - set(scored))
-        if len(unknown) == len(preds):
+        unknown = sorted(set(preds) - set(scored) - excluded)
+        if not set(preds) & set(scored):
+            if not unknown:
+                _fail(f"{predictions} only has predictions for the {exclude_first} photos --exclude-first leaves out", EXIT_USAGE)
             _fail(f"no image name in {predictions} matches an annotated photo in {images} (predictions name {unknown[0]!r}, "
                   f"ground truth names e.g. {next(iter(scored))!r})", EXIT_USAGE)
         if unknown:
             err.print(f"warning: {len(unknown)} images in {predictions} are not annotated photos in {images} and are ignored "
                       f"(first: {unknown[0]!r})", style="yellow")
-        source = f"Predictions from {predictions.name}{held_out}"
+        source = f"Predictions from {predictions.name}{held_out_note}"
         used_threshold = 0.5 if threshold is None else threshold
     else:
         from .classifier import MaskClassifier
@@ -711,13 +720,13 @@ def evaluate(
             shutil.rmtree(out / "run")
         detector = detector_config(fast)
         options = RunOptions(workers=workers, threshold=threshold, model_dir=str(model_dir), annotate=False, engine=_engine(engine), scheduler=scheduler,
-                             force=_stale_run(out / "run", model_dir, detector), only=frozenset(scored), detector=detector)
+                             force=_stale_run(out / "run", model_dir, detector, scored), only=frozenset(scored), detector=detector)
         summary = _run_with_progress(images, out / "run", options, quiet, warn=False)  # labels are recomputed when scoring
         preds = load_predictions(out / "run" / "faces.jsonl")
         used_threshold = threshold if threshold is not None else clf.threshold
         levels = f", crop levels {clf.levels[0]:g}-{clf.levels[1]:g} % stretched" if clf.levels else ""
-        mode = ", fast mode (one detector pass)" if fast else ""
-        source = f"batchmask pipeline{mode}, classifier {model_dir.name}, crop margin {clf.margin:g}{levels} (run {summary.run_id}){held_out}"
+        mode = ", fast mode (no upscaled look for small faces)" if fast else ""
+        source = f"batchmask pipeline{mode}, classifier {model_dir.name}, crop margin {clf.margin:g}{levels} (run {summary.run_id}){held_out_note}"
         code = summary.exit_code
         unreadable = _error_rows(out / "run" / "images.csv", scored)
     preds = {name: faces for name, faces in preds.items() if name in scored}
@@ -783,27 +792,51 @@ def _run_input(run_dir: Path) -> Optional[Path]:
         return None
 
 
-def _stale_run(run_dir: Path, model_dir: Path, detector) -> bool:
-    """Whether REPORT/run holds rows made with other models, crop margin or levels, or detector settings (then every photo is redone)."""
+def _stale_run(run_dir: Path, model_dir: Path, detector, names) -> bool:
+    """Whether REPORT/run holds rows of the photos `names` made with other models, crop margin or levels,
+    or detector settings (then every photo is redone). Every run whose rows are there counts, not only
+    the last one: an evaluate with --exclude-first redoes only some photos."""
+    import csv
     import json
-    from dataclasses import asdict
 
     from .models import ModelError, default_detector_dir, verified_model
+    from .runner import detector_settings
+    from .sinks import spreadsheet_plain
 
     try:
-        run = json.loads((run_dir / "run.json").read_text())
-        recorded = run["models"]
+        with open(run_dir / "images.csv", newline="", encoding="utf-8") as f:
+            present = {row["run_id"] for row in csv.DictReader(f) if spreadsheet_plain(row["image"]) in names}
         classifier = verified_model(model_dir)[1]
         current = {"detector": verified_model(default_detector_dir())[1]["sha256"], "classifier": classifier["sha256"]}
-        settings = json.loads(json.dumps(asdict(detector)))  # tuples as lists, as run.json has them
+    except (OSError, ValueError, KeyError, csv.Error, ModelError):
+        return False  # no rows yet, or an OUTPUT the run itself will report on
+    records = {}
+    for path in (run_dir / "runs.jsonl", run_dir / "run.json"):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines() if path.suffix == ".jsonl" else [path.read_text(encoding="utf-8")]
+        except (OSError, ValueError):
+            continue
+        for line in lines:
+            try:
+                record = json.loads(line)
+                records[record["run_id"]] = record
+            except (ValueError, KeyError, TypeError):
+                continue  # a record cut short
+
+    def differs(run: dict) -> bool:
+        recorded = run["models"]
         return (
             any(recorded[k]["sha256"] != current[k] for k in current)
             or recorded["classifier"].get("crop_margin") != classifier.get("crop_margin")
             or recorded["classifier"].get("crop_levels") != classifier.get("crop_levels")
-            or run["config"]["detector"] != settings
+            or run["config"]["detector"] != detector_settings(detector)
         )
-    except (OSError, ValueError, KeyError, ModelError):
-        return False
+
+    # rows of a run with no record are a killed run's, most likely this same command's: they resume
+    try:
+        return any(differs(records[run_id]) for run_id in present if run_id in records)
+    except (KeyError, TypeError, AttributeError):
+        return True
 
 
 def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: Optional[float], title: str) -> None:

@@ -57,14 +57,14 @@ class RunOptions:
     only: frozenset[str] | None = None  # process only these inputs (names relative to INPUT), e.g. the annotated photos
 
 
-def _as_json(detector: DetectorConfig) -> dict:
+def detector_settings(detector: DetectorConfig) -> dict:
     """Detector settings as run.json holds them (tuples as lists)."""
     return json.loads(json.dumps(asdict(detector)))
 
 
 def _detector_name(settings: dict) -> str:
     for name, preset in (("default", DetectorConfig()), ("fast", FAST)):
-        if settings == _as_json(preset):
+        if settings == detector_settings(preset):
             return name
     return "custom"
 
@@ -203,7 +203,7 @@ class RunSession:
         changed = self.changed_settings()
         if changed and self.store.entries and not self.options.force:
             self.progress("warning", {"message": f"OUTPUT's earlier rows were labelled with other settings ({'; '.join(changed)}): "
-                                                 "they keep their labels (runs.jsonl says which run used what); --force relabels every photo"})
+                                                 "they keep their labels (runs.jsonl says which run used what); `batchmask run --force` relabels every photo"})
         return self
 
     @property
@@ -231,8 +231,8 @@ class RunSession:
         names = ("threshold {} → {}", "labels {} → {}", "classifier {:.12} → {:.12}", "classifier crop (margin, levels) {} → {}")
         changed = [name.format(b, n) for name, b, n in zip(names, before, now) if b != n]
         detector = last["config"].get("detector")
-        if isinstance(detector, dict) and detector != _as_json(self.options.detector):
-            changed.append(f"detector {_detector_name(detector)} → {_detector_name(_as_json(self.options.detector))}")
+        if isinstance(detector, dict) and detector != detector_settings(self.options.detector):
+            changed.append(f"detector {_detector_name(detector)} → {_detector_name(detector_settings(self.options.detector))}")
         return changed
 
     def __exit__(self, exc_type, exc, tb) -> None:

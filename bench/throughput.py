@@ -4,7 +4,7 @@
 
 Copies the photos of the two annotated sets (Kaggle crowd scenes + webcam
 selfies) into one folder, then alternates, `--repeats` times: batchmask with 1
-worker, batchmask with 2 workers, the same with `--fast` (one detector pass),
+worker, batchmask with 2 workers, the same with `--fast` (no upscaled look),
 the AIZOO peer (../shared/peers, its own venv, OpenCV's threads). Prints median images/s, ratios, and the peak RSS of
 each batchmask worker process (VmHWM, read from /proc while it runs).
 """

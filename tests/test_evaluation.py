@@ -263,12 +263,47 @@ def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path)
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1", "-q")
     held = json.loads((tmp_path / "h" / "metrics.json").read_text())
     assert r.returncode == 0 and held["images"] == 1 and held["recall_all_sizes"] == 1.0, r.stderr
-    assert "the first 1 annotated photos by sorted name (calibration's tuning photos) are left out" in (tmp_path / "h" / "report.md").read_text()
+    assert "the first photo by sorted name (calibration's tuning photos) left out" in (tmp_path / "h" / "report.md").read_text()
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "2")
     assert r.returncode == 2 and "--exclude-first 2 leaves none of the 2 annotated photos" in r.stderr
     preds.write_text(line + line)
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
     assert r.returncode == 2 and "p.jsonl:2: image 'a.jpg' was already given on line 1" in r.stderr, r.stderr
+
+
+def test_evaluate_redoes_every_row_made_with_other_detector_settings(tmp_path):
+    pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", photos / name)
+    gt = tmp_path / "gt.csv"
+    gt.write_text("image,x1,y1,x2,y2,label\n" + "".join(f"{n},170,75,280,185,masked\n" for n in ("a.jpg", "b.jpg", "c.jpg")))
+    out = tmp_path / "report"
+
+    def last_run(*extra):
+        r = batchmask("evaluate", photos, "--boxes", gt, "--out", out, "-q", *extra)
+        assert r.returncode == 0, r.stderr
+        return json.loads((out / "run" / "runs.jsonl").read_text().splitlines()[-1])
+
+    assert last_run()["counts"]["this_run"]["processed"] == 3
+    assert last_run("--fast", "--exclude-first", "1")["counts"]["this_run"]["processed"] == 2  # b and c, with fast settings
+    # a.jpg still has the default detector's rows, although the last run was a fast one: all three are redone
+    fast = last_run("--fast")
+    assert fast["counts"]["this_run"]["processed"] == 3
+    assert {row.split(",")[-1] for row in (out / "run" / "images.csv").read_text().splitlines()[1:]} == {fast["run_id"]}
+    assert last_run("--fast")["counts"]["this_run"]["processed"] == 0  # nothing stale any more: resumed, not redone
+
+    # predictions for the photos --exclude-first leaves out are not "unknown" photos
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(f'{{"image": "{n}", "faces": [{{"box": [170, 75, 280, 185], "det_score": 0.9, "mask_prob": 0.9}}]}}\n'
+                             for n in ("a.jpg", "b.jpg")))
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "--exclude-first", "1", "--fast", "-q")
+    assert r.returncode == 0 and "not annotated photos" not in r.stderr, r.stderr
+    assert "--fast is not used with --predictions" in r.stderr
+    preds.write_text('{"image": "a.jpg", "faces": []}\n')
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "--exclude-first", "1")
+    assert r.returncode == 2 and "only has predictions for the 1 photos --exclude-first leaves out" in r.stderr, r.stderr
 
 
 def test_evaluate_leaves_out_absent_photos_and_exits_3_on_rejected_ones(tmp_path):

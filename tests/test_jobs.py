@@ -95,7 +95,7 @@ def test_a_job_chain_runs_evaluate_on_annotated_photos(tmp_path):
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["images"] == 61 and metrics["recall"] > 0.85  # selfies: fast mode finds them too
-    assert "fast mode (one detector pass)" in (tmp_path / "report" / "report.md").read_text()
+    assert "fast mode (no upscaled look for small faces)" in (tmp_path / "report" / "report.md").read_text()
     assert (tmp_path / "audit.csv").read_text().startswith("day,images,")
 
 
