@@ -344,6 +344,34 @@ def _same_file_time(path: str, row: dict) -> bool:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(os.stat(path).st_mtime)) == row["mtime"]
 
 
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
+def run_settings(outputs: list, images) -> list[tuple[str, int]]:
+    """How the photos in `images` were labelled: (detector preset, threshold, labels) of the run that made
+    each row, from its OUTPUT's runs.jsonl, with the number of photos; most photos first."""
+    from .runner import detector_name
+
+    described: dict[tuple[str, str], str] = {}
+    for out in outputs:
+        for line in (_read(out, "runs.jsonl") or b"").splitlines():
+            try:
+                run = json.loads(line)
+                config = run["config"]
+                mode = detector_name(config["detector"]) if isinstance(config.get("detector"), dict) else "default"
+                described[(str(out), run["run_id"])] = (f"{mode} detector{' (--fast)' if mode == 'fast' else ''}, "
+                                                        f"threshold {float(config['threshold']):.2f}, {int(config['labels'])} labels")
+            except (ValueError, KeyError, TypeError):
+                continue  # a record cut short, or not batchmask's
+    counts: dict[str, int] = {}
+    run_ids = images["run_id"] if "run_id" in images else [""] * len(images)
+    for out, run_id in zip(images["output"], run_ids):
+        key = described.get((out, run_id), "settings not on record")
+        counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
 def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: int) -> str:
     esc = html.escape
     period = f"{since or '…'} to {until or '…'}" if since or until else "All dates"
@@ -359,6 +387,7 @@ def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: i
     total_cells = ["total"] + [str(totals[c]) for c in ("images", "errors", "faces", *COUNTS)] + ["–" if rate is None else f"{rate * 100:.1f} %"]
     rows.append("<tr class='total'>" + "".join(f"<td>{c}</td>" for c in total_cells) + "</tr>")
     thumbs = _thumbnails(outputs, images, faces, thumbnails)
+    settings = run_settings(outputs, images)
     figures = "".join(
         f"<figure class='{esc(t['label'])}'><img src='data:image/jpeg;base64,{t['jpeg']}' alt='{esc(t['label'])}'>"
         f"<figcaption>{esc(t['label'])} · face {esc(str(t['face']))}<br>{esc(t['image']).replace('/', '/<wbr>')}<br>{esc(t['day'])}</figcaption></figure>"
@@ -383,6 +412,8 @@ def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: i
         f"<p>{esc(period)} · {totals['images']} photos ({totals['errors']} unreadable) · {totals['faces']} faces · "
         f"compliance {'–' if rate is None else f'{rate * 100:.1f} %'} (masked / classified faces; a mask worn incorrectly is non-compliant)</p>"
         f"<p>Sources: {', '.join(esc(str(o)) for o in outputs)}. Generated {dt.datetime.now():%Y-%m-%d %H:%M}.</p>"
+        f"<p>Labelled with: {'; '.join(f'{n} photo{_s(n)} {esc(s)}' for s, n in settings)}"
+        + (" (counts made with different settings are not directly comparable)</p>" if len(settings) > 1 else "</p>")
         + (f"<img class='chart' alt='chart' src='data:image/png;base64,{chart}'>" if chart else "<p>No photos in this period.</p>")
         + f"<table><tr>{head}</tr>{''.join(rows)}</table>"
         f"<h2>Non-compliant faces ({noncompliant}; {len(thumbs)} shown, newest day first)</h2>"

@@ -62,7 +62,8 @@ def detector_settings(detector: DetectorConfig) -> dict:
     return json.loads(json.dumps(asdict(detector)))
 
 
-def _detector_name(settings: dict) -> str:
+def detector_name(settings: dict) -> str:
+    """'default', 'fast' or 'custom': which detector preset run.json's settings are."""
     for name, preset in (("default", DetectorConfig()), ("fast", FAST)):
         if settings == detector_settings(preset):
             return name
@@ -232,7 +233,7 @@ class RunSession:
         changed = [name.format(b, n) for name, b, n in zip(names, before, now) if b != n]
         detector = last["config"].get("detector")
         if isinstance(detector, dict) and detector != detector_settings(self.options.detector):
-            changed.append(f"detector {_detector_name(detector)} → {_detector_name(detector_settings(self.options.detector))}")
+            changed.append(f"detector {detector_name(detector)} → {detector_name(detector_settings(self.options.detector))}")
         return changed
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -84,6 +84,21 @@ def test_since_until_and_html(audited):
     assert page.count("data:image/jpeg;base64,") == labels["unmasked"] + labels["incorrect"]  # thumbnails
     assert "<script" not in page and '=HYPERLINK("evil' not in page  # names are escaped
     assert "=HYPERLINK(&quot;evil.example&quot;" in page  # its thumbnail caption, escaped
+    assert "Labelled with: 6 photos default detector, threshold 0.60, 3 labels</p>" in page
+
+
+def test_the_html_report_says_which_photos_were_labelled_with_which_settings(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    photo(SAMPLES / "astronaut.jpg", inp / "a.jpg", "2026-11-20")
+    assert batchmask("run", inp, out, "-w", "1", "-q").returncode == 0
+    photo(SAMPLES / "masks" / "astronaut_cloth.jpg", inp / "b.jpg", "2026-11-21")
+    photo(SAMPLES / "masks" / "astronaut_surgical.jpg", inp / "c.jpg", "2026-11-21")
+    assert batchmask("run", inp, out, "-w", "1", "-q", "--fast", "--threshold", "0.5").returncode == 0
+    r = batchmask("report", out, "--out", tmp_path / "r.html")
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert ("Labelled with: 2 photos fast detector (--fast), threshold 0.50, 3 labels; 1 photo default detector, threshold 0.60, "
+            "3 labels (counts made with different settings are not directly comparable)") in page
 
 
 def test_formula_names_are_neutralised_in_every_csv(audited):
