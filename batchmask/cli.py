@@ -201,7 +201,7 @@ def _engine(name: str) -> str:
     return name
 
 
-def _run_options(workers, threshold, labels, model, annotate, archive, timeout, max_pixels, engine, scheduler, fast, **extra) -> RunOptions:
+def _run_options(*, workers, threshold, labels, model, annotate, archive, timeout, max_pixels, engine, scheduler, fast, **extra) -> RunOptions:
     """RunOptions from the options `run`, `watch` and job files share."""
     from .detector import detector_config
 
@@ -255,7 +255,8 @@ def run(
     input, output = _location(input), _location(output)
     _check_folders(input, output, model, archive)
     _sigterm_as_interrupt()
-    options = _run_options(workers, threshold, labels, model, not no_annotate, archive, timeout, max_pixels, engine, scheduler, fast, force=force)
+    options = _run_options(workers=workers, threshold=threshold, labels=labels, model=model, annotate=not no_annotate, archive=archive,
+                           timeout=timeout, max_pixels=max_pixels, engine=engine, scheduler=scheduler, fast=fast, force=force)
     summary = _run_with_progress(input, output, options, quiet)
     _print_summary(summary, input, output)
     raise typer.Exit(summary.exit_code)
@@ -305,7 +306,8 @@ def watch(
     from .watch import WatchOptions, Watcher
 
     _check_folders(input, output, model, archive)
-    options = _run_options(workers, threshold, labels, model, not no_annotate, archive, timeout, max_pixels, engine, scheduler, fast, batch_size=2)
+    options = _run_options(workers=workers, threshold=threshold, labels=labels, model=model, annotate=not no_annotate, archive=archive,
+                           timeout=timeout, max_pixels=max_pixels, engine=engine, scheduler=scheduler, fast=fast, batch_size=2)
 
     def log(message: str, style: str = "") -> None:
         if quiet:
@@ -470,9 +472,10 @@ def _job_step(step, quiet: bool) -> int:
     try:
         if step.do == "run":
             _check_folders(a["input"], a["output"], a.get("model"), a.get("archive"))
-            options = _run_options(a.get("workers"), a.get("threshold"), a.get("labels", 3), a.get("model"), a.get("annotate", True),
-                                   a.get("archive"), a.get("timeout", 120.0), a.get("max_pixels", 100_000_000),
-                                   a.get("engine", "local"), a.get("scheduler"), a.get("fast", False), force=a.get("force", False))
+            options = _run_options(workers=a.get("workers"), threshold=a.get("threshold"), labels=a.get("labels", 3), model=a.get("model"),
+                                   annotate=a.get("annotate", True), archive=a.get("archive"), timeout=a.get("timeout", 120.0),
+                                   max_pixels=a.get("max_pixels", 100_000_000), engine=a.get("engine", "local"),
+                                   scheduler=a.get("scheduler"), fast=a.get("fast", False), force=a.get("force", False))
             summary = _run_with_progress(a["input"], a["output"], options, quiet)
             _print_summary(summary, a["input"], a["output"])
             return summary.exit_code
