@@ -330,7 +330,7 @@ def _thumbnails(outputs, images, faces, limit: int) -> list[dict]:
             continue
         scale = 96 / crop.shape[0]
         crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), 96), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        ok, buf = cv2.imencode(".jpg", crop[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
         if ok:
             thumbs.append({"jpeg": base64.b64encode(buf.tobytes()).decode(), "image": face["image"], "day": face["day"], "label": face["label"],
                            "face": face.get("face", "")})

@@ -163,7 +163,9 @@ class Worker:
         drawn = annotate(rgb, faces, labels)
         ext = target.suffix.lower()
         params = [cv2.IMWRITE_JPEG_QUALITY, 90] if ext in (".jpg", ".jpeg") else []
-        ok, buf = cv2.imencode(ext if ext in _KEEP_EXT else ".png", drawn[:, :, ::-1], params)
+        # cvtColor, not drawn[:, :, ::-1]: OpenCV copies a reversed-stride view pixel by pixel first
+        # (about 20 ms on a 2,000 px copy, as long as the encoding itself)
+        ok, buf = cv2.imencode(ext if ext in _KEEP_EXT else ".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), params)
         if not ok:
             raise OSError(f"could not encode annotated image as {ext}")
         if remote:
@@ -188,7 +190,7 @@ class Worker:
         for k, (i, crop) in enumerate(zip(idx, crops)):
             name = crop_name(rel, k)
             target = safe_join(self.config.crops_root, name)
-            ok, buf = cv2.imencode(".jpg", crop[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
             atomic_write_bytes(target, buf.tobytes(), durable=False)
             written.append({"crop": name, "width": float(faces.widths[i]), "det_score": float(faces.det_scores[i])})
         return written
