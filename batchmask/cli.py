@@ -329,7 +329,8 @@ def watch(
         elif event == "warning":
             log(f"warning: {d['message']}", "yellow")
         elif event == "watching":
-            log(f"watching {d['input']} ({'polling' if d['polling'] else 'filesystem events'}); Ctrl-C or SIGTERM stops")
+            mode = ", --fast detector" if fast else ""
+            log(f"watching {d['input']} ({'polling' if d['polling'] else 'filesystem events'}{mode}); Ctrl-C or SIGTERM stops")
         elif event == "scanned":
             log(f"scanned {d['files']} photos in {input}")
 

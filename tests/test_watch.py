@@ -163,10 +163,12 @@ def test_changed_photo_is_redone_and_archive_moves_inputs(tmp_path):
 def test_polling_mode_sees_new_files(tmp_path, interval):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
-    w = WatchProcess(inp, out, "--polling", "--interval", interval, "--settle", "0.5")
+    w = WatchProcess(inp, out, "--polling", "--interval", interval, "--settle", "0.5", "--fast")
+    assert any("(polling, --fast detector)" in line for line in w.lines), w.lines
     shutil.copy(PHOTOS[0], inp / "polled.jpg")
     wait_for_rows(out, {"polled.jpg"})
     assert w.stop() == 0
+    assert json.loads((out / "run.json").read_text())["config"]["detector"]["scales"] == [0]
 
 
 @pytest.mark.parametrize("polling", [False, True])
