@@ -349,25 +349,28 @@ def _s(n: int) -> str:
 
 
 def run_settings(outputs: list, images) -> list[tuple[str, int]]:
-    """How the photos in `images` were labelled: (detector preset, threshold, labels) of the run that made
-    each row, from its OUTPUT's runs.jsonl, with the number of photos; most photos first."""
+    """How the photos in `images` were labelled: detector preset, classifier, threshold and labels of the
+    run that made each row (its record in OUTPUT's runs.jsonl, else run.json), with the number of
+    photos; most photos first."""
     from .runner import detector_name
 
     described: dict[tuple[str, str], str] = {}
     for out in outputs:
-        for line in (_read(out, "runs.jsonl") or b"").splitlines():
+        lines = [_read(out, "run.json") or b"", *(_read(out, "runs.jsonl") or b"").splitlines()]
+        for line in lines:  # the last record of a run is its final one
             try:
                 run = json.loads(line)
-                config = run["config"]
+                config, classifier = run["config"], run["models"]["classifier"]
                 mode = detector_name(config["detector"]) if isinstance(config.get("detector"), dict) else "default"
-                described[(str(out), run["run_id"])] = (f"{mode} detector{' (--fast)' if mode == 'fast' else ''}, "
-                                                        f"threshold {float(config['threshold']):.2f}, {int(config['labels'])} labels")
+                described[(str(out), run["run_id"])] = (
+                    f"{mode} detector{' (--fast)' if mode == 'fast' else ''}, classifier {str(classifier['sha256'])[:12]} "
+                    f"(crop margin {classifier.get('crop_margin')}), threshold {float(config['threshold']):.2f}, {int(config['labels'])} labels")
             except (ValueError, KeyError, TypeError):
                 continue  # a record cut short, or not batchmask's
     counts: dict[str, int] = {}
     run_ids = images["run_id"] if "run_id" in images else [""] * len(images)
     for out, run_id in zip(images["output"], run_ids):
-        key = described.get((out, run_id), "settings not on record")
+        key = described.get((out, run_id), "by a run with no record (settings unknown)")
         counts[key] = counts.get(key, 0) + 1
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
@@ -412,8 +415,8 @@ def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: i
         f"<p>{esc(period)} · {totals['images']} photos ({totals['errors']} unreadable) · {totals['faces']} faces · "
         f"compliance {'–' if rate is None else f'{rate * 100:.1f} %'} (masked / classified faces; a mask worn incorrectly is non-compliant)</p>"
         f"<p>Sources: {', '.join(esc(str(o)) for o in outputs)}. Generated {dt.datetime.now():%Y-%m-%d %H:%M}.</p>"
-        f"<p>Labelled with: {'; '.join(f'{n} photo{_s(n)} {esc(s)}' for s, n in settings)}"
-        + (" (counts made with different settings are not directly comparable)</p>" if len(settings) > 1 else "</p>")
+        + (f"<p>Labelled with: {'; '.join(f'{n} photo{_s(n)} {esc(s)}' for s, n in settings)}"
+           + (" (counts made with different settings are not directly comparable)</p>" if len(settings) > 1 else "</p>") if settings else "")
         + (f"<img class='chart' alt='chart' src='data:image/png;base64,{chart}'>" if chart else "<p>No photos in this period.</p>")
         + f"<table><tr>{head}</tr>{''.join(rows)}</table>"
         f"<h2>Non-compliant faces ({noncompliant}; {len(thumbs)} shown, newest day first)</h2>"

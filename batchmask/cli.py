@@ -697,7 +697,8 @@ def evaluate(
         unknown = sorted(set(preds) - set(scored) - excluded)
         if not set(preds) & set(scored):
             if not unknown:
-                _fail(f"{predictions} only has predictions for the {exclude_first} photos --exclude-first leaves out", EXIT_USAGE)
+                n = len(set(preds) & excluded)
+                _fail(f"{predictions} only has predictions for {n} of the photos --exclude-first leaves out", EXIT_USAGE)
             _fail(f"no image name in {predictions} matches an annotated photo in {images} (predictions name {unknown[0]!r}, "
                   f"ground truth names e.g. {next(iter(scored))!r})", EXIT_USAGE)
         if unknown:
@@ -836,7 +837,7 @@ def _stale_run(run_dir: Path, model_dir: Path, detector, names) -> bool:
             or run["config"]["detector"] != detector_settings(detector)
         )
 
-    # rows of a run with no record are a killed run's, most likely this same command's: they resume
+    # rows with no record (an older version's killed run left none) are taken as current: they resume
     try:
         return any(differs(records[run_id]) for run_id in present if run_id in records)
     except (KeyError, TypeError, AttributeError):

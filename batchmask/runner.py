@@ -8,6 +8,7 @@ factory so the same loop drives the local pool or Dask.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import posixpath
@@ -91,6 +92,7 @@ class RunSummary:
         return EXIT_PARTIAL if self.total_errors or self.archive_errors else EXIT_OK
 
 
+@functools.lru_cache(maxsize=1)
 def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -197,6 +199,7 @@ class RunSession:
         self.worker_counts: dict[str, int] = {}  # photos per worker process (local pid or Dask address)
         self.current: set[str] = set()  # inputs seen by this session: its exit code counts their error rows
         self._warned_input = False
+        self._start_recorded = False
 
     def __enter__(self) -> "RunSession":
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -327,6 +330,11 @@ class RunSession:
         return dataclasses.replace(f, rel=key)
 
     def process(self, todo: list[InputFile], batch_size: int | None = None) -> None:
+        if todo and not self._start_recorded:
+            # the settings go on record before any row of this run is committed, so the rows of a
+            # run killed (or watched) before its final record still lead to what made them
+            self.store.append_run_record(self._run_record("running"))
+            self._start_recorded = True
         for f in todo:
             self._inputs[f.rel] = f
             self.current.add(f.rel)
@@ -409,16 +417,20 @@ class RunSession:
             self.progress("archive_error", {"image": row["image"], "error": f"archived, but not noted in OUTPUT: {e}"})
 
     def _write_run_json(self, status: str = "finished") -> None:
+        self.store.write_run_json(self._run_record(status))
+
+    def _run_record(self, status: str) -> dict:
+        """This run's record: command, settings, models, counts; `running` before its final one."""
         store, summary, options = self.store, self.summary, self.options
         summary.total_errors = sum(1 for k, e in store.entries.items() if k in self.current and e["row"]["status"] == "error")
         summary.seconds = time.perf_counter() - self._t0
-        store.write_run_json({
+        return {
             "run_id": self.run_id,
             "command": sys.argv,
             "input": str(self.input_dir),
             "output": str(self.output_location),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "finished": None if status == "running" else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "status": status,
             "config": {
                 "workers": getattr(self.engine, "workers", options.workers),
@@ -455,8 +467,8 @@ class RunSession:
                 "seconds": round(summary.seconds, 3),
                 "images_per_second": round(summary.processed / summary.seconds, 2) if summary.seconds else None,
             },
-            "exit_code": 0 if self.watching else summary.exit_code,
-        })
+            "exit_code": None if status == "running" else 0 if self.watching else summary.exit_code,
+        }
 
 
 def run_batch(

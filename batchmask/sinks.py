@@ -355,8 +355,11 @@ class OutputStore:
             self.on_commit(committed)
 
     def write_run_json(self, data: dict) -> None:
-        """run.json (the last run) and one line of runs.jsonl (every run: what settings made which rows)."""
+        """run.json (the last run) and its line in runs.jsonl (every run: what settings made which rows)."""
         atomic_write_text(self.root / "run.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        self.append_run_record(data)
+
+    def append_run_record(self, data: dict) -> None:
         with open(self.root / "runs.jsonl", "a+b") as f:  # appends always go to the end
             end, cut_short = f.seek(0, os.SEEK_END), False
             if end:

@@ -84,7 +84,7 @@ def test_since_until_and_html(audited):
     assert page.count("data:image/jpeg;base64,") == labels["unmasked"] + labels["incorrect"]  # thumbnails
     assert "<script" not in page and '=HYPERLINK("evil' not in page  # names are escaped
     assert "=HYPERLINK(&quot;evil.example&quot;" in page  # its thumbnail caption, escaped
-    assert "Labelled with: 6 photos default detector, threshold 0.60, 3 labels</p>" in page
+    assert "Labelled with: 6 photos default detector, classifier " in page and ", threshold 0.60, 3 labels</p>" in page
 
 
 def test_the_html_report_says_which_photos_were_labelled_with_which_settings(tmp_path):
@@ -97,8 +97,11 @@ def test_the_html_report_says_which_photos_were_labelled_with_which_settings(tmp
     r = batchmask("report", out, "--out", tmp_path / "r.html")
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "r.html").read_text()
-    assert ("Labelled with: 2 photos fast detector (--fast), threshold 0.50, 3 labels; 1 photo default detector, threshold 0.60, "
-            "3 labels (counts made with different settings are not directly comparable)") in page
+    assert "Labelled with: 2 photos fast detector (--fast), classifier " in page
+    assert ", threshold 0.50, 3 labels; 1 photo default detector, classifier " in page
+    assert ", threshold 0.60, 3 labels (counts made with different settings are not directly comparable)" in page
+    r = batchmask("report", out, "--out", tmp_path / "none.html", "--since", "2030-01-01")
+    assert r.returncode == 0 and "Labelled with" not in (tmp_path / "none.html").read_text()  # no photo in the period
 
 
 def test_formula_names_are_neutralised_in_every_csv(audited):

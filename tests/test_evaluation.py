@@ -303,7 +303,7 @@ def test_evaluate_redoes_every_row_made_with_other_detector_settings(tmp_path):
     assert "--fast is not used with --predictions" in r.stderr
     preds.write_text('{"image": "a.jpg", "faces": []}\n')
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "--exclude-first", "1")
-    assert r.returncode == 2 and "only has predictions for the 1 photos --exclude-first leaves out" in r.stderr, r.stderr
+    assert r.returncode == 2 and "only has predictions for 1 of the photos --exclude-first leaves out" in r.stderr, r.stderr
 
 
 def test_evaluate_leaves_out_absent_photos_and_exits_3_on_rejected_ones(tmp_path):

@@ -174,6 +174,14 @@ def test_repeated_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    # even after kill -9, every committed row's run is on record: its settings were written before its first row
+    recorded = set()
+    for line in open(out / "runs.jsonl", encoding="utf-8") if (out / "runs.jsonl").exists() else []:
+        try:
+            recorded.add(json.loads(line)["run_id"])
+        except ValueError:
+            pass  # a record cut short by the kill
+    assert {i["run_id"] for i in rows(out / "images.csv")} <= recorded
     # SIGTERM (systemd, docker stop) ends the run with a line a cron log shows, exit 130
     term = tmp_path / "term"
     proc = subprocess.Popen([sys.executable, "-m", "batchmask", "run", str(src), str(term), "-q", "--no-annotate", "-w", "1"],
@@ -360,9 +368,10 @@ def test_changed_labelling_settings_are_announced_and_every_run_is_on_record(tmp
     assert r.returncode == 0, r.stderr
     shipped = json.loads((default_classifier_dir() / "model.json").read_text())["threshold"]
     assert f"earlier rows were labelled with other settings (threshold {shipped} → 0.3; labels 3 → 2)" in r.stderr
-    runs = [json.loads(line) for line in open(out / "runs.jsonl")]
-    assert [x["config"]["threshold"] for x in runs] == [shipped, 0.3]
-    assert {i["run_id"] for i in rows(out / "images.csv")} == {x["run_id"] for x in runs}
+    records = [json.loads(line) for line in open(out / "runs.jsonl")]
+    # a run with photos to do records its settings before its first row, then its final record
+    assert [(x["config"]["threshold"], x["status"]) for x in records] == [(shipped, "running"), (shipped, "finished"), (0.3, "running"), (0.3, "finished")]
+    assert {i["run_id"] for i in rows(out / "images.csv")} == {x["run_id"] for x in records}
     with open(out / "runs.jsonl", "ab") as f:
         f.write(b'{"run_id": "cut sho')  # a record cut short (disk full, kill)
     r = batchmask("run", src, out, "-q", "-w", "1", "--threshold", "0.3", "--labels", "2")
