@@ -24,7 +24,7 @@ import numpy as np
 from .annotate import COLOURS
 from .remote import RemoteError, is_url, read_bytes
 from .remote import join as remote_join
-from .sinks import REWRITES, STATE_DIR, TABLES, spreadsheet_plain, spreadsheet_safe
+from .sinks import REWRITES, STATE_DIR, TABLES, run_records, spreadsheet_plain, spreadsheet_safe
 from .storage import UnsafePathError, atomic_write_bytes, atomic_write_text, safe_join
 from .worker import ANNOTATED_DIR, annotated_name
 
@@ -356,17 +356,15 @@ def run_settings(outputs: list, images) -> list[tuple[str, int]]:
 
     described: dict[tuple[str, str], str] = {}
     for out in outputs:
-        lines = [_read(out, "run.json") or b"", *(_read(out, "runs.jsonl") or b"").splitlines()]
-        for line in lines:  # the last record of a run is its final one
+        for run in run_records(_read(out, "run.json"), _read(out, "runs.jsonl")).values():
             try:
-                run = json.loads(line)
                 config, classifier = run["config"], run["models"]["classifier"]
                 mode = detector_name(config["detector"]) if isinstance(config.get("detector"), dict) else "default"
                 described[(str(out), run["run_id"])] = (
                     f"{mode} detector{' (--fast)' if mode == 'fast' else ''}, classifier {str(classifier['sha256'])[:12]} "
                     f"(crop margin {classifier.get('crop_margin')}), threshold {float(config['threshold']):.2f}, {int(config['labels'])} labels")
             except (ValueError, KeyError, TypeError):
-                continue  # a record cut short, or not batchmask's
+                continue  # not batchmask's
     counts: dict[str, int] = {}
     run_ids = images["run_id"] if "run_id" in images else [""] * len(images)
     for out, run_id in zip(images["output"], run_ids):

@@ -664,9 +664,9 @@ def evaluate(
         _fail(f"--exclude-first {exclude_first} leaves none of the {len(annotated)} annotated photos in {boxes}", EXIT_USAGE)
     held_out_note, excluded = "", set()
     if exclude_first:  # the same order as calibrate's tuning photos: the ground truth's names as written, sorted
-        tuning = sorted(annotated)[:exclude_first]
-        excluded = set(_names_in(images, {name: annotated[name] for name in tuning}))
-        annotated = {name: annotated[name] for name in sorted(annotated)[exclude_first:]}
+        order = sorted(annotated)
+        excluded = set(_names_in(images, {name: annotated[name] for name in order[:exclude_first]}))
+        annotated = {name: annotated[name] for name in order[exclude_first:]}
         photos = "photo" if exclude_first == 1 else f"{exclude_first} annotated photos"
         held_out_note = f"; the first {photos} by sorted name (calibration's tuning photos) left out"
     gt = _names_in(images, annotated)
@@ -802,11 +802,16 @@ def _stale_run(run_dir: Path, model_dir: Path, detector, names) -> bool:
     or detector settings (then every photo is redone). Every run whose rows are there counts, not only
     the last one: an evaluate with --exclude-first redoes only some photos."""
     import csv
-    import json
 
     from .models import ModelError, default_detector_dir, verified_model
     from .runner import detector_settings
-    from .sinks import spreadsheet_plain
+    from .sinks import run_records, spreadsheet_plain
+
+    def read(name: str) -> bytes | None:
+        try:
+            return (run_dir / name).read_bytes()
+        except OSError:
+            return None
 
     try:
         with open(run_dir / "images.csv", newline="", encoding="utf-8") as f:
@@ -815,18 +820,7 @@ def _stale_run(run_dir: Path, model_dir: Path, detector, names) -> bool:
         current = {"detector": verified_model(default_detector_dir())[1]["sha256"], "classifier": classifier["sha256"]}
     except (OSError, ValueError, KeyError, csv.Error, ModelError):
         return False  # no rows yet, or an OUTPUT the run itself will report on
-    records = {}
-    for path in (run_dir / "runs.jsonl", run_dir / "run.json"):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines() if path.suffix == ".jsonl" else [path.read_text(encoding="utf-8")]
-        except (OSError, ValueError):
-            continue
-        for line in lines:
-            try:
-                record = json.loads(line)
-                records[record["run_id"]] = record
-            except (ValueError, KeyError, TypeError):
-                continue  # a record cut short
+    records = run_records(read("run.json"), read("runs.jsonl"))
 
     def differs(run: dict) -> bool:
         recorded = run["models"]

@@ -99,6 +99,19 @@ HEADERS = {
 }
 
 
+def run_records(run_json: bytes | None, runs_jsonl: bytes | None) -> dict[str, dict]:
+    """Each run's record by run_id, from OUTPUT's run.json and runs.jsonl (a run's last line is its
+    final record; lines cut short or not batchmask's are skipped)."""
+    records: dict[str, dict] = {}
+    for line in [run_json or b"", *(runs_jsonl or b"").splitlines()]:
+        try:
+            record = json.loads(line)
+            records[record["run_id"]] = record
+        except (ValueError, KeyError, TypeError):
+            continue
+    return records
+
+
 def same_version(recorded, signature: list[int]) -> bool:
     """Same size and modification time; times within 1 µs are the same (an fsspec URL gives the
     time as float seconds, a local path as exact nanoseconds: INPUT may be named either way)."""
