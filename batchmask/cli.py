@@ -83,36 +83,37 @@ def _run_with_progress(input: Path, output: Path, options: RunOptions, quiet: bo
     from .runner import run_batch
     from .sinks import OutputBusyError, OutputError
 
-    with _progress(quiet) as bar:
-        task = bar.add_task("photos", total=None, rate="-", faces=0, rejected=0)
-        state = {"faces": 0, "rejected": 0, "done": 0}
-        t0 = time.perf_counter()
+    # errors are printed after the progress bar has drawn its last state, so they end the output
+    try:
+        with _progress(quiet) as bar:
+            task = bar.add_task("photos", total=None, rate="-", faces=0, rejected=0)
+            state = {"faces": 0, "rejected": 0, "done": 0}
+            t0 = time.perf_counter()
 
-        def on_event(event: str, data: dict) -> None:
-            if event == "start":
-                bar.update(task, total=data["total"])
-                if data["skipped"] and not quiet:
-                    err.print(f"{data['scanned']} photos found, {data['skipped']} already in {output} (unchanged), {data['total']} to process")
-            elif event == "warning":
-                if warn:
-                    err.print(f"warning: {data['message']}", style="yellow")
-            elif event == "archive_error":
-                err.print(f"warning: could not archive {_one_line(data['image'])} (its rows are kept; tried again next run): {data['error']}", style="yellow")
-            elif event == "image":
-                state["done"] += 1
-                state["faces"] += data["faces"]
-                state["rejected"] += data["status"] == "error"
-                rate = state["done"] / max(1e-9, time.perf_counter() - t0)
-                bar.update(task, advance=1, rate=f"{rate:.1f}", faces=state["faces"], rejected=state["rejected"])
+            def on_event(event: str, data: dict) -> None:
+                if event == "start":
+                    bar.update(task, total=data["total"])
+                    if data["skipped"] and not quiet:
+                        err.print(f"{data['scanned']} photos found, {data['skipped']} already in {output} (unchanged), {data['total']} to process")
+                elif event == "warning":
+                    if warn:
+                        err.print(f"warning: {data['message']}", style="yellow")
+                elif event == "archive_error":
+                    err.print(f"warning: could not archive {_one_line(data['image'])} (its rows are kept; tried again next run): {data['error']}", style="yellow")
+                elif event == "image":
+                    state["done"] += 1
+                    state["faces"] += data["faces"]
+                    state["rejected"] += data["status"] == "error"
+                    rate = state["done"] / max(1e-9, time.perf_counter() - t0)
+                    bar.update(task, advance=1, rate=f"{rate:.1f}", faces=state["faces"], rejected=state["rejected"])
 
-        try:
             return run_batch(input, output, options, on_event)
-        except OutputBusyError as e:
-            _fail(str(e), EXIT_BUSY)
-        except (ModelError, OutputError, EngineError, RemoteError) as e:
-            _fail(str(e))
-        except OSError as e:
-            _fail(f"{e.filename or output}: {e.strerror or e}")
+    except OutputBusyError as e:
+        _fail(str(e), EXIT_BUSY)
+    except (ModelError, OutputError, EngineError, RemoteError) as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{e.filename or output}: {e.strerror or e}")
 
 
 WORKERS = typer.Option(None, "--workers", "-w", min=1, help="Worker processes (default: all cores).")

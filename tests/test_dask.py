@@ -186,3 +186,64 @@ def test_annotated_copies_a_worker_writes_elsewhere_are_not_taken_as_written(tmp
     with Client(address, timeout=30) as client:  # each run's models are freed on the long-lived workers when it ends
         left = client.run(lambda dask_worker: [p for p in dask_worker.plugins if p.startswith("batchmask-")])
     assert left and not any(left.values()), left
+
+
+def _scheduler_and_worker(d: Path, port: int) -> list[subprocess.Popen]:
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [_start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], d / "scheduler.log")]
+    procs.append(_start([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], d / "worker.log"))
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(1, timeout=60)
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+
+
+def test_a_scheduler_killed_mid_run_is_resumed_by_the_same_command(tmp_path):
+    """kill -9 of the scheduler: exit 1 with one clear line (no distributed traceback), the rows so far
+    kept; the same command on a new scheduler at the same address does the rest, each photo once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    inp, out = photos(tmp_path / "in", 40), tmp_path / "out"
+    (tmp_path / "a").mkdir()
+    procs = _scheduler_and_worker(tmp_path / "a", port)
+    try:
+        cmd = [sys.executable, "-m", "batchmask", "run", str(inp), str(out), "--scheduler", address, "--no-annotate"]
+        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            if (out / "images.csv").exists() and len(list(csv.DictReader(open(out / "images.csv")))) >= 4:
+                break
+            time.sleep(0.05)
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        _, err = run.communicate(timeout=120)
+    finally:
+        _stop(procs)
+    assert run.returncode == 1, err
+    assert "lost the Dask scheduler mid-run" in err and "rerun the same command" in err, err
+    assert "Traceback" not in err, err
+    done = [r["image"] for r in csv.DictReader(open(out / "images.csv"))]
+    assert 4 <= len(done) < 40 and len(set(done)) == len(done)
+
+    (tmp_path / "b").mkdir()
+    procs = _scheduler_and_worker(tmp_path / "b", port)
+    try:
+        again = subprocess.run(cmd + ["-q"], capture_output=True, text=True, timeout=300)
+    finally:
+        _stop(procs)
+    assert again.returncode == 0, again.stderr
+    assert f"{40 - len(done)} processed" in again.stderr, again.stderr
+    rows = list(csv.DictReader(open(out / "images.csv")))
+    assert sorted(r["image"] for r in rows) == [f"p{i:02}.jpg" for i in range(40)] and all(r["status"] == "ok" for r in rows)
+    assert len(face_rows(out)) == 30

@@ -14,8 +14,10 @@ Needs the `dask` extra (dask[distributed]).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
 import pickle
 import signal
 import threading
@@ -84,6 +86,17 @@ def _signals_held():
             signal.raise_signal(caught[0])
 
 
+class _NoCloseTracebacks(logging.Filter):
+    """Drops the tracebacks a client logs while it closes itself after losing its scheduler
+    (CancelledError inside its own shutdown); the run then says what happened and how to resume."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+_CLIENT_LOG = logging.getLogger("distributed.client")
+
+
 def _plugin_name(config: WorkerConfig) -> str:
     return "batchmask-" + hashlib.sha1(pickle.dumps(config)).hexdigest()[:12]
 
@@ -125,6 +138,8 @@ class DaskEngine:
         self.config = config
         self.cluster = self.client = None
         self.plugin = None
+        self._quiet = _NoCloseTracebacks()
+        _CLIENT_LOG.addFilter(self._quiet)
         scheduler = scheduler.rstrip("/") if scheduler else scheduler  # tcp://host:8786/ names the same scheduler
         try:
             if scheduler:
@@ -173,6 +188,7 @@ class DaskEngine:
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
+        _CLIENT_LOG.removeFilter(self._quiet)
 
     def results(self, batches: Iterable[list[Task]]) -> Iterator[dict]:
         from concurrent.futures import CancelledError
@@ -209,8 +225,9 @@ class DaskEngine:
             batch = futures.pop(fut)
             try:
                 yield from fut.result()
-            except CancelledError as e:  # the client lost the scheduler: stop, rows so far are committed
-                raise EngineError(f"lost the Dask scheduler mid-run ({type(e).__name__}); run again to resume") from None
+            except CancelledError:  # the client lost the scheduler: stop, rows so far are committed
+                raise EngineError("lost the Dask scheduler mid-run; the rows written so far are kept: "
+                                  "start it again and rerun the same command to resume") from None
             except KilledWorker:
                 if len(batch) == 1:
                     yield crashed_result(batch[0])
