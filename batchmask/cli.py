@@ -554,15 +554,17 @@ def ensemble(
         _fail(f"--out {out} is one of the models to combine: write the ensemble to a new folder", EXIT_USAGE)
     import json
 
-    from .ensemble import combine
+    from .ensemble import EnsembleError, combine
     from .models import ModelError
 
     try:
         meta = combine(models, out)
     except ImportError as e:
         _fail(f"ensembles need the 'train' extra (pip install 'batchmask[train]'): {e}")
-    except ModelError as e:
+    except EnsembleError as e:
         _fail(str(e), EXIT_USAGE)
+    except ModelError as e:  # a corrupt member, as `run` reports a corrupt model
+        _fail(str(e))
     metas = [json.loads((m / "model.json").read_text()) for m in models]
     differ = [what for what, key in (("crop margins", "crop_margin"), ("crop levels", "crop_levels"), ("thresholds", "threshold"))
               if len({json.dumps(m.get(key)) for m in metas}) > 1]

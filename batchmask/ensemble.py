@@ -23,6 +23,11 @@ INPUT = "input"
 OUTPUT = "probabilities"
 
 
+class EnsembleError(ValueError):
+    """Members that cannot be averaged together (too few, other labels or input sizes): a usage error,
+    unlike a corrupt member (`ModelError`)."""
+
+
 def combine(members: list[Path], out: Path) -> dict:
     """Write OUT/model.onnx averaging the members' probabilities, and its model.json; returns the metadata."""
     import onnx
@@ -30,17 +35,17 @@ def combine(members: list[Path], out: Path) -> dict:
     from onnx import compose, helper
 
     if len(members) < 2:
-        raise ModelError("an ensemble needs at least two models")
+        raise EnsembleError("an ensemble needs at least two models")
     metas, models = [], []
     for folder in members:
         path, meta = verified_model(Path(folder))
         if meta.get("kind") != "classifier" or meta.get("labels") != list(CLASSES):
-            raise ModelError(f"{folder}: not a three-label batchmask classifier (labels {meta.get('labels')})")
+            raise EnsembleError(f"{folder}: not a three-label batchmask classifier (labels {meta.get('labels')})")
         if metas and meta.get("input_size") != metas[0].get("input_size"):
-            raise ModelError(f"{folder}: input size {meta.get('input_size')} differs from {members[0]}'s {metas[0].get('input_size')}")
+            raise EnsembleError(f"{folder}: input size {meta.get('input_size')} differs from {members[0]}'s {metas[0].get('input_size')}")
         model = onnx.load(str(path))
         if len(model.graph.input) != 1 or len(model.graph.output) != 1:
-            raise ModelError(f"{path}: expected one input and one output")
+            raise EnsembleError(f"{path}: expected one input and one output")
         metas.append(meta)
         models.append(model)
 
