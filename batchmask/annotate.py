@@ -14,10 +14,13 @@ SHORT = {"masked": "M", "unmasked": "U", "incorrect": "I"}
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.0) -> np.ndarray:
+def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.0, numbered: bool | None = None) -> np.ndarray:
     """A copy of `rgb` with each face boxed and labelled with its label's confidence ("masked 0.97").
 
-    `scale` converts the face coordinates (full-size pixels) to `rgb` pixels.
+    `scale` converts the face coordinates (full-size pixels) to `rgb` pixels. With `numbered`
+    (by default: when there are two faces or more) each label starts with the face's index,
+    its `face` in faces.csv and "face N" in reports ("#2 masked 0.97"), so a reviewer can
+    find a box's row.
     Line width and text size follow both the image size and the face size, so
     labels stay readable on thumbnails and 48 MP photos alike. Boxes are drawn
     first, then the labels, each where it hides least: no earlier label, then no
@@ -25,6 +28,8 @@ def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.
     beside it). A label much wider than its face, or one with no free place in a
     crowd, shrinks to its initial and score ("U 0.87").
     """
+    if numbered is None:
+        numbered = len(faces) > 1
     out = np.ascontiguousarray(rgb.copy())
     h, w = out.shape[:2]
     base = max(h, w)
@@ -44,9 +49,11 @@ def annotate(rgb: np.ndarray, faces: Faces, labels: list[str], scale: float = 1.
         score = "" if np.isnan(p[0]) else f" {min(confidence, 0.99):.2f}"
         font_scale = float(np.clip(max((x2 - x1) / 120, base / 1600), 0.35, 3.0))
         weight = max(1, thicks[i] // 2)
-        full, short = f"{label}{score}", f"{SHORT.get(label, label[:1].upper())}{score}"
-        # a label much wider than its face (a crowd seen from afar) would hide the faces around it
-        wide = cv2.getTextSize(full, FONT, font_scale, weight)[0][0] > 2.5 * max(1, x2 - x1)
+        number = f"#{i} " if numbered else ""
+        full, short = f"{number}{label}{score}", f"{number}{SHORT.get(label, label[:1].upper())}{score}"
+        # a label much wider than its face (a crowd seen from afar) would hide the faces around it;
+        # judged without the number, so numbering does not shorten labels
+        wide = cv2.getTextSize(f"{label}{score}", FONT, font_scale, weight)[0][0] > 2.5 * max(1, x2 - x1)
         for text in ((short,) if wide else (full, short)):
             fit = _fitting_scale(text, font_scale, weight, w, h)
             others = [b for j, b in enumerate(boxes) if j != i]

@@ -40,3 +40,15 @@ def test_labels_do_not_hide_other_faces_where_there_is_room():
     inside = sum(int(fill[y1 + 3:y2 - 3, x1 + 3:x2 - 3].sum()) for x1, y1, x2, y2 in boxes)
     assert inside == 0
     assert label_pixels(drawn, COLOURS["unmasked"]) > 6 * 150  # every face still has its label
+
+
+def test_labels_carry_the_face_index_when_a_photo_has_several_faces():
+    """`#i` is the face's index in faces.csv: a photo with two faces gets wider labels than
+    the same faces unnumbered; a photo with one face is not numbered."""
+    grey = np.full((200, 400, 3), 128, np.uint8)
+    two = faces([[20, 60, 140, 180], [220, 60, 340, 180]], 0.95)
+    numbered = label_pixels(annotate(grey, two, ["masked"] * 2), COLOURS["masked"])
+    plain = label_pixels(annotate(grey, two, ["masked"] * 2, numbered=False), COLOURS["masked"])
+    assert numbered > plain * 1.1
+    one = faces([[20, 60, 140, 180]], 0.95)
+    assert label_pixels(annotate(grey, one, ["masked"]), COLOURS["masked"]) == label_pixels(annotate(grey, one, ["masked"], numbered=False), COLOURS["masked"])
