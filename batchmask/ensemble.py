@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from .classifier import CLASSES
-from .models import ModelError, verified_model
+from .models import verified_model
 from .onnx_rewrite import fuse_hard_activations
 from .storage import atomic_write_json
 

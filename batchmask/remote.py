@@ -22,7 +22,9 @@ from pathlib import Path
 from .images import is_image_name
 from .sources import InputFile, is_ignored_name
 
-SYNCED = ("faces.csv", "faces.jsonl", "images.csv", "run.json", "runs.jsonl", ".batchmask/archived.jsonl", ".batchmask/ledger.jsonl")  # ledger last
+SYNCED = ("faces.csv", "faces.jsonl", "images.csv", "run.json", "runs.jsonl", ".batchmask/archived.jsonl", ".batchmask/ledger.jsonl",
+          ".batchmask/replacements.jsonl", ".batchmask/force.json")  # the ledger after the tables; staged rows after the ledger
+TRANSIENT = (".batchmask/replacements.jsonl", ".batchmask/force.json")  # gone locally: deleted on the store too
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -155,8 +157,10 @@ class RemoteOutput:
         self._last = time.monotonic()
         for name in SYNCED:
             path = self.local / name
-            if path.exists():
-                try:
+            try:
+                if path.exists():
                     write_bytes(f"{self.url}/{name}", path.read_bytes())
-                except OSError as e:
-                    raise RemoteError(f"cannot write {self.url}/{name}: {e}") from None
+                elif name in TRANSIENT and self.fs.exists(f"{self.root}/{name}"):
+                    self.fs.rm(f"{self.root}/{name}")  # staged rows already swapped in must not come back
+            except OSError as e:
+                raise RemoteError(f"cannot write {self.url}/{name}: {e}") from None

@@ -199,6 +199,8 @@ class RunSession:
         self.worker_counts: dict[str, int] = {}  # photos per worker process (local pid or Dask address)
         self.current: set[str] = set()  # inputs seen by this session: its exit code counts their error rows
         self._warned_input = False
+        self._warned_force = False
+        self._force_noted = False
         self._start_recorded = False
 
     def __enter__(self) -> "RunSession":
@@ -246,13 +248,15 @@ class RunSession:
                 self.engine.close(cancel=failed)
             if not failed:
                 self.store.commit()
+                self.store.apply_staged()
                 self._write_run_json()
         except BaseException:
             failed = True
             raise
         finally:
-            if failed and self.summary.processed:  # the rows committed so far name this run: keep its settings on record
+            if failed and (self.summary.processed or self._start_recorded):  # its "running" record gets a final one
                 try:
+                    self.store.apply_staged()  # the redone rows committed so far replace the old ones now
                     self._write_run_json("interrupted")
                 except Exception:
                     pass  # the error that ended the run is the one to report
@@ -285,12 +289,13 @@ class RunSession:
             names = {f.rel for f in inputs}
             inputs = [self._archive_alias(f, names) for f in inputs]
         last_run = self._last_run()
-        if self.options.force:
-            self.store.forget({f.rel for f in inputs})
-        else:  # photos rejected as too large under another --max-pixels limit are judged again under this one
+        if not self.options.force:  # photos rejected as too large under another --max-pixels limit are judged again under this one
             last = (last_run.get("config") or {}).get("max_pixels", self.options.max_pixels)
-            too_large = [(f.rel, e) for f in inputs if (e := self.store.entries.get(f.rel)) and e["row"]["error"].startswith(TOO_LARGE)]
+            too_large = [(f.rel, e) for f in inputs if (e := self.store.entry(f.rel)) and e["row"]["error"].startswith(TOO_LARGE)]
             self.store.forget({rel for rel, e in too_large if e.get("max_pixels", last) != self.options.max_pixels})
+        forced = self._forced_runs(inputs)
+        redo = [f for f in inputs if self.options.force and self.store.is_current(f.rel, f.signature)
+                and self.store.entry(f.rel)["row"].get("run_id") not in forced]
         todo = [f for f in inputs if not self.store.is_current(f.rel, f.signature)]
         last_input = last_run.get("input")
         replaced = sum(f.rel in self.store.entries for f in todo)
@@ -298,27 +303,63 @@ class RunSession:
             self._warned_input = True
             self.progress("warning", {"message": f"OUTPUT's last run read {last_input}; {replaced} photo(s) of {self.input_dir} have the "
                                                  "names of photos already in OUTPUT and replace their rows (one OUTPUT per INPUT keeps both)"})
-        self.store.forget({f.rel for f in todo})
+        self.store.forget({f.rel for f in todo})  # stale rows go now; `redo`'s stay until their new rows replace them
         if self.archive_dir is not None:  # done earlier, but still in INPUT: a move that failed, or --archive new
             waiting = {f.rel for f in todo}
             for f in inputs:
-                if f.rel not in waiting and f.rel in self.store.entries:
-                    self._archive(f, self.store.entries[f.rel]["row"])
-        return todo
+                if f.rel not in waiting and (entry := self.store.entry(f.rel)) is not None:
+                    self._archive(f, entry["row"])
+        return sorted(todo + redo, key=lambda f: f.rel) if redo else todo
+
+    def _forced_runs(self, inputs: list[InputFile]) -> set[str]:
+        """With --force, the runs whose rows count as redone: this one, and those of an interrupted
+        --force with the same settings, which this run finishes. Without it: none (nothing is
+        redone that is current), and an interrupted --force is pointed out."""
+        record = self.store.read_force()
+        settings = self.labelling()
+        if not self.options.force:
+            if record is not None and not self._warned_force:
+                self._warned_force = True
+                left = sum(1 for f in inputs if (e := self.store.entry(f.rel)) and e["row"].get("run_id") not in record["runs"])
+                if left:
+                    self.progress("warning", {"message": f"a --force run on OUTPUT was stopped before it was done: {left} photo(s) keep "
+                                                         "rows from before it; the same command with --force finishes it"})
+            return set()
+        if record is not None and record.get("settings") == settings:
+            runs = [*record["runs"], self.run_id]
+            left = sum(1 for f in inputs if (e := self.store.entry(f.rel)) and e["row"].get("run_id") not in record["runs"])
+            self.progress("warning", {"message": f"finishing the --force stopped earlier: {left} photo(s) left to redo"})
+        else:
+            runs = [self.run_id]
+        if not self._force_noted:
+            self.store.write_force({"runs": runs, "settings": settings, "started": record.get("started") if record and len(runs) > 1 else self.run_id})
+            self._force_noted = True
+        return set(runs)
+
+    def labelling(self) -> dict:
+        """What decides this run's rows: models, crop, threshold, labels, detector settings."""
+        meta = self.classifier_meta
+        return {"classifier": meta["sha256"], "crop": [meta.get("crop_margin"), meta.get("crop_levels")], "threshold": self.threshold,
+                "labels": self.options.labels, "detector": detector_settings(self.options.detector), "detector_model": self.detector_meta["sha256"]}
+
+    def finish_force(self) -> None:
+        """Every photo was redone: the --force is over."""
+        if self.options.force:
+            self.store.write_force(None)
 
     def _archive_alias(self, f: InputFile, names: set[str]) -> InputFile:
         """With --archive, a file under the name of a photo already moved to the archive is
         another photo (a camera reusing names), not a new version: it gets the next free name,
         `a (1).jpg`, for its rows, annotated copy and place in the archive, so the first
         photo's rows stay."""
-        entry = self.store.entries.get(f.rel)
+        entry = self.store.entry(f.rel)
         if entry is None or entry.get("signature") == f.signature or (f.rel, tuple(entry.get("signature") or ())) not in self.store.archived:
             return f
         stem, suffix = posixpath.splitext(f.rel)
         n = 1
         while True:
             key = f"{stem} ({n}){suffix}"
-            other = self.store.entries.get(key)
+            other = self.store.entry(key)
             if other is not None and other.get("signature") == f.signature:
                 break  # this photo, done in an earlier run under that name
             if other is None and key not in names and not safe_join(self.archive_dir, key).exists():
@@ -488,4 +529,5 @@ def run_batch(
         session.summary.skipped = len(inputs) - len(todo)
         progress("start", {"total": len(todo), "skipped": session.summary.skipped, "scanned": len(inputs)})
         session.process(todo)
+        session.finish_force()
     return session.summary

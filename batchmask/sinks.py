@@ -16,6 +16,11 @@ nothing committed and duplicates nothing. Replacing the rows of changed photos
 rewrites all four files through temporary files and renames, ledger last,
 between two steps of `.batchmask/rewrites` (odd meanwhile), so that a reader
 can tell when it read across one.
+
+Rows that replace a photo's committed rows while those stay valid (`--force`) are
+staged instead: appended to `.batchmask/replacements.jsonl` and fsynced, then
+swapped in by one rewrite at the end of the run (or when OUTPUT is next opened,
+after a kill). Until then the old rows stay, so stopping such a run loses none.
 """
 
 from __future__ import annotations
@@ -127,7 +132,10 @@ class OutputStore:
         self.state = self.root / STATE_DIR
         self.ledger_path = self.state / "ledger.jsonl"
         self.archived_path = self.state / "archived.jsonl"
+        self.staged_path = self.state / "replacements.jsonl"
+        self.force_path = self.state / "force.json"
         self.entries: dict[str, dict] = {}
+        self.staged: dict[str, dict] = {}  # committed rows waiting to replace those in `entries`
         self.archived: set[tuple[str, tuple]] = set()  # (image, signature) of inputs moved to the archive
         self._lock: FileLock | None = None
         self._files: dict[str, io.BufferedWriter] = {}
@@ -154,7 +162,9 @@ class OutputStore:
         self._load_archived()
         self._repair_tables()
         self._settle_rewrites()
+        self._load_staged()
         self._open_for_append()
+        self.apply_staged()  # left by a run that was killed before it swapped them in
         return self
 
     def _rewrite_count(self) -> int:
@@ -216,6 +226,60 @@ class OutputStore:
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a kill: that photo is just not known as archived
 
+    def _load_staged(self) -> None:
+        self.staged = {}
+        try:
+            lines = self.staged_path.read_bytes().splitlines(keepends=True)
+        except OSError:
+            return
+        for line in lines:
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("cut off")
+                entry = json.loads(line)
+                self.staged[entry["row"]["image"]] = entry
+            except (ValueError, KeyError, TypeError):
+                continue  # cut short by a kill: that photo keeps its old rows and is redone
+
+    def apply_staged(self) -> None:
+        """Swap the staged rows in for the rows they replace (one rewrite), then drop the stage."""
+        if self._failed or not self.staged_path.exists():
+            return
+        if self.staged:
+            self.commit()
+            merged = {k: self.staged.get(k, e) for k, e in self.entries.items()}
+            merged.update({k: e for k, e in self.staged.items() if k not in merged})
+            self._replace_all(list(merged.values()))
+        self.staged = {}
+        self.staged_path.unlink(missing_ok=True)
+        fsync_dir(self.state)
+
+    def _stage(self, entries: list[dict]) -> None:
+        with open(self.staged_path, "ab") as f:
+            f.write(b"".join(json.dumps(e, ensure_ascii=True).encode() + b"\n" for e in entries))
+            f.flush()
+            os.fsync(f.fileno())
+        for e in entries:
+            self.staged[e["row"]["image"]] = e
+
+    def entry(self, rel: str) -> dict | None:
+        """The photo's committed entry: staged rows first."""
+        return self.staged.get(rel) or self.entries.get(rel)
+
+    def read_force(self) -> dict | None:
+        """The record of a `--force` under way (or interrupted), or None."""
+        try:
+            data = json.loads(self.force_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("runs"), list) else None
+
+    def write_force(self, data: dict | None) -> None:
+        if data is None:
+            self.force_path.unlink(missing_ok=True)
+        else:
+            atomic_write_text(self.force_path, json.dumps(data, ensure_ascii=False) + "\n")
+
     def note_archived(self, image: str, signature: list[int]) -> None:
         """Remember that this version of `image` left INPUT for the archive (so a later file
         under the same name is another photo, not a new version of this one)."""
@@ -256,6 +320,7 @@ class OutputStore:
         try:
             if not self._failed:
                 self.commit()
+                self.apply_staged()
         except (OSError, OutputError) as e:
             errors.append(e)
         for f in [*self._files.values(), *([self._ledger] if self._ledger else [])]:
@@ -281,22 +346,28 @@ class OutputStore:
     # -- what is done --------------------------------------------------------------
     def is_current(self, rel: str, signature: list[int]) -> bool:
         """Already done for this version of the file (read errors, time-outs and crashes are transient: retried)."""
-        entry = self.entries.get(rel)
+        entry = self.entry(rel)
         if entry is None or not same_version(entry.get("signature"), signature):
             return False
         return not entry["row"]["error"].startswith(RETRYABLE_ERRORS)
 
     def forget(self, rels: set[str]) -> None:
         """Drop the rows of these photos (changed inputs, --force) before they are redone."""
-        rels = rels & self.entries.keys()
+        rels = rels & (self.entries.keys() | self.staged.keys())
         if not rels:
             return
         self.commit()
-        kept = [e for k, e in self.entries.items() if k not in rels]
+        kept = [self.staged.get(k, e) for k, e in self.entries.items() if k not in rels]
+        self._replace_all(kept)
+        if self.staged:
+            self.staged = {}
+            self.staged_path.unlink(missing_ok=True)
+
+    def _replace_all(self, entries: list[dict]) -> None:
         for f in self._files.values():
             f.close()
         self._ledger.close()
-        self._rewrite(kept)
+        self._rewrite(entries)
         self._open_for_append()
 
     def _rewrite(self, entries: list[dict]) -> None:
@@ -346,9 +417,12 @@ class OutputStore:
             raise
 
     def _commit(self) -> None:
+        replacing = [e for e in self._pending if e["row"]["image"] in self.entries]
+        if replacing:
+            self._stage(replacing)
         lengths = dict(self._lengths)
         ledger_lines = []
-        for entry in self._pending:
+        for entry in (e for e in self._pending if e["row"]["image"] not in self.entries):
             for table, data in zip(TABLES, render_rows(entry)):
                 self._files[table].write(data)
                 lengths[table] += len(data)
@@ -361,7 +435,8 @@ class OutputStore:
         self._ledger.flush()
         os.fsync(self._ledger.fileno())
         for entry in self._pending:
-            self.entries[entry["row"]["image"]] = entry
+            if entry["row"]["image"] not in self.staged:
+                self.entries[entry["row"]["image"]] = entry
         self._lengths = lengths
         committed, self._pending = self._pending, []
         if self.on_commit is not None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +99,65 @@ def test_force_redoes_everything_without_duplicates(photo_tree, tmp_path):
     again = rows(out / "faces.csv")
     assert len(again) == len(first)
     assert {f["run_id"] for f in again} != {f["run_id"] for f in first}
+
+
+def _started(cmd: list, out: Path, done: int) -> subprocess.Popen:
+    """A run started in its own session, returned once `done` photos of it are in images.csv."""
+    before = len(rows(out / "images.csv")) if (out / "images.csv").exists() else 0
+    proc = subprocess.Popen([sys.executable, "-m", "batchmask", *map(str, cmd)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    staged = out / ".batchmask" / "replacements.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        redone = len(staged.read_bytes().splitlines()) if staged.exists() else len(rows(out / "images.csv")) - before
+        if redone >= done:
+            return proc
+        time.sleep(0.05)
+    pytest.fail("the run ended before it was stopped")
+
+
+def test_a_stopped_force_keeps_every_row_and_the_same_command_finishes_it(tmp_path):
+    """--force replaces rows only as their photos are redone: SIGTERM or kill -9 midway leaves every photo's
+    rows (old or new, never both), and `--force` again redoes only the photos the stopped run had not."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(120):  # about 4 s of work on one worker: stopped well before its end
+        shutil.copy(SAMPLES / ("astronaut.jpg", "masks/astronaut_surgical.jpg", "chelsea.jpg")[i % 3], src / f"p{i:03d}.jpg")
+    out = tmp_path / "out"
+    assert batchmask("run", src, out, "-q", "--no-annotate").returncode == 0
+    first = rows(out / "images.csv")
+    faces = len(rows(out / "faces.csv"))
+    cmd = ["run", src, out, "-q", "--no-annotate", "-w", "1", "--force"]
+
+    proc = _started(cmd, out, 6)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130, proc.stderr.read()
+    images = rows(out / "images.csv")
+    assert sorted(i["image"] for i in images) == sorted(i["image"] for i in first) and len(rows(out / "faces.csv")) == faces
+
+    # without --force: nothing to do, and the stopped --force is pointed out; the redone rows are in (swapped in at the
+    # stop, or by this run's open when the stop came in the middle of a commit)
+    r = batchmask("run", src, out, "--no-annotate")
+    images = rows(out / "images.csv")
+    redone = sum(i["run_id"] != first[0]["run_id"] for i in images)
+    assert 6 <= redone < 120 and not (out / ".batchmask" / "replacements.jsonl").exists()
+    assert r.returncode == 0 and "0 processed" in r.stderr and f"{120 - redone} photo(s) keep rows from before it" in r.stderr, r.stderr
+    assert len(images) == 120 and len(rows(out / "faces.csv")) == faces
+
+    proc = _started(cmd, out, 3)  # finishing it, killed -9 in turn: its staged rows are swapped in by the next open
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(rows(out / "images.csv")) == 120 and len(rows(out / "faces.csv")) == faces
+    r = batchmask(*cmd)
+    assert r.returncode == 0 and "photo(s) left to redo" in r.stderr, r.stderr
+    processed = int(r.stderr.split(" processed")[0].split()[-1])
+    assert 0 < processed <= 120 - redone - 3
+    images = rows(out / "images.csv")
+    assert len(images) == 120 and len(rows(out / "faces.csv")) == faces
+    assert not any(i["run_id"] == first[0]["run_id"] for i in images)  # every photo redone, by one of the three --force runs
+    assert not (out / ".batchmask" / "force.json").exists()
+    again = batchmask(*cmd)  # a --force after a finished one starts over
+    assert again.returncode == 0 and "120 processed" in again.stderr
 
 
 def test_usage_errors_exit_2_without_traceback(tmp_path):
