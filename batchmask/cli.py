@@ -192,6 +192,8 @@ def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]
         _fail("INPUT must not be OUTPUT/annotated or .batchmask (batchmask's own copies and records)", EXIT_USAGE)
     if archive is not None and archive.resolve() in (input.resolve(), output.resolve()):
         _fail("--archive must be a folder other than INPUT and OUTPUT (it may be inside INPUT)", EXIT_USAGE)
+    if archive is not None and archive.exists() and not archive.is_dir():
+        _fail(f"--archive exists and is not a folder: {archive}", EXIT_USAGE)
 
 
 def _engine(name: str) -> str:

@@ -26,7 +26,7 @@ from .detector import FAST, DetectorConfig
 from .engine import make_engine
 from .images import DEFAULT_MAX_PIXELS
 from .models import default_classifier_dir, default_detector_dir, verified_model
-from .sinks import MISSING_COPY, UNFINISHED_ERRORS, OutputError, OutputStore
+from .sinks import MISSING_COPY, UNFINISHED_ERRORS, OutputError, OutputStore, run_records
 from .sources import InputFile, scan
 from .remote import RemoteOutput, is_url, scan_url
 from .remote import join as remote_join
@@ -105,6 +105,13 @@ def library_versions() -> dict:
     return out
 
 
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 TOO_LARGE = "image too large"  # images.ImageError's message for --max-pixels
 
 
@@ -144,7 +151,7 @@ def archive_file(src: str, archive_root: Path, rel: str) -> Path:
     target = safe_join(archive_root, rel)
     target.parent.mkdir(parents=True, exist_ok=True)
     stem, suffix, n = target.stem, target.suffix, 1
-    while target.exists():
+    while os.path.lexists(target):  # a link already archived there counts, even one whose target is gone
         target = target.with_name(f"{stem} ({n}){suffix}")
         n += 1
     shutil.move(src, target)
@@ -199,6 +206,8 @@ class RunSession:
         self.worker_counts: dict[str, int] = {}  # photos per worker process (local pid or Dask address)
         self.current: set[str] = set()  # inputs seen by this session: its exit code counts their error rows
         self._warned_input = False
+        self._warned_archives = False
+        self.earlier_archives = self._earlier_archives()
         self._warned_force = False
         self._force_noted = False
         self._start_recorded = False
@@ -270,7 +279,22 @@ class RunSession:
 
     @property
     def excluded(self) -> list[Path]:
-        return [p for p in (self.output_dir, self.archive_dir) if p is not None]
+        return [p for p in (self.output_dir, self.archive_dir, *self.earlier_archives) if p is not None]
+
+    def _earlier_archives(self) -> list[Path]:
+        """Archive folders inside INPUT that earlier runs on this OUTPUT moved photos to: never
+        scanned again (their photos have rows already), with or without this run's --archive."""
+        if self.remote or is_url(self.input_dir):
+            return []
+        found = []
+        for record in run_records(_read(self.output_dir / "run.json"), _read(self.output_dir / "runs.jsonl")).values():
+            config = record.get("config")
+            folder = config.get("archive") if isinstance(config, dict) else None
+            if isinstance(folder, str) and folder:
+                path = Path(folder)
+                if self.input_dir in path.parents and path != self.archive_dir and path not in found:
+                    found.append(path)
+        return found
 
     def scan(self) -> list[InputFile]:
         if is_url(self.input_dir):
@@ -278,6 +302,11 @@ class RunSession:
             inputs = [f for f in scan_url(self.input_dir) if not f.path.startswith(inside)]
         else:
             inputs = list(scan(self.input_dir, exclude=self.excluded))
+            there = [str(p.relative_to(self.input_dir)) for p in self.earlier_archives if p.is_dir()]
+            if there and not self._warned_archives:
+                self._warned_archives = True
+                self.progress("warning", {"message": f"not scanned: {', '.join(there)} inside INPUT, where earlier runs on OUTPUT "
+                                                     "archived their photos (--archive)"})
         if self.options.only is not None:
             inputs = [f for f in inputs if f.rel in self.options.only]
         self.current.update(f.rel for f in inputs)
@@ -443,7 +472,13 @@ class RunSession:
         if inp.problem or row["error"].startswith(UNFINISHED_ERRORS):
             return
         try:
-            if os.stat(inp.path).st_mtime_ns != inp.mtime_ns:
+            try:
+                changed = os.stat(inp.path).st_mtime_ns != inp.mtime_ns
+            except FileNotFoundError:
+                if not os.path.islink(inp.path):
+                    raise
+                changed = False  # a link whose target this run archived first: the link follows it
+            if changed:
                 return  # changed since it was read: the new version will be processed
             target = archive_file(inp.path, self.archive_dir, inp.rel)
         except (OSError, UnsafePathError) as e:

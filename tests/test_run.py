@@ -404,6 +404,25 @@ def test_archive_moves_inputs_and_a_reused_name_keeps_both_photos(tmp_path):
     assert r.returncode == 0 and "0 processed" in r.stderr, r.stderr
 
 
+def test_an_archive_inside_input_is_never_scanned_again_and_links_follow_their_targets(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "good.jpg")
+    os.symlink("good.jpg", src / "link.jpg")  # archived after its target: the link is moved all the same
+    r = batchmask("run", src, out, "-q", "-w", "1", "--archive", src / "done")
+    assert r.returncode == 0 and "could not archive" not in r.stderr, r.stderr
+    assert os.path.islink(src / "done" / "link.jpg") and (src / "done" / "good.jpg").is_file()
+    assert sorted(os.listdir(src)) == ["done"]
+    shutil.copy(SAMPLES / "chelsea.jpg", src / "new.jpg")
+    r = batchmask("run", src, out, "-w", "1")  # no --archive this time: done/ holds photos that have rows already
+    assert r.returncode == 0 and "1 processed" in r.stderr and "not scanned: done inside INPUT" in r.stderr, r.stderr
+    images = {i["image"]: i["status"] for i in rows(out / "images.csv")}
+    assert images == {"good.jpg": "ok", "link.jpg": "ok", "new.jpg": "ok"}
+    (tmp_path / "afile").write_text("")
+    r = batchmask("run", src, tmp_path / "out2", "-q", "--archive", tmp_path / "afile")
+    assert r.returncode == 2 and "--archive exists and is not a folder" in r.stderr
+
+
 def test_fast_mode_is_on_record_and_switching_it_is_announced(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
