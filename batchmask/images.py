@@ -64,6 +64,26 @@ def displayed_size(path: str | os.PathLike) -> tuple[int, int] | None:
         return None
 
 
+_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+               b"RIFF": "WebP"}
+
+
+def _format_started(source) -> str | None:
+    """The format whose signature the file begins with (or the whole, too short file is the start of)."""
+    try:
+        if isinstance(source, io.BytesIO):
+            head = source.getvalue()[:16]
+        else:
+            with open(source, "rb") as f:
+                head = f.read(16)
+    except OSError:
+        return None
+    for signature, name in _SIGNATURES.items():
+        if head.startswith(signature) or (head and signature.startswith(head)):
+            return name
+    return None
+
+
 def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, target_side: int | None = 1600) -> LoadedImage:
     """Decode `path` (a file, or an fsspec URL); JPEGs larger than `target_side` are decoded
     at a reduced size via DCT scaling."""
@@ -99,6 +119,9 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, target_side: int
     except PermissionError:
         raise ImageError("cannot read file: permission denied") from None
     except UnidentifiedImageError:
+        started = _format_started(source)
+        if started:  # an upload caught in its first bytes: left in INPUT by --archive, like any truncated file
+            raise ImageError(f"corrupt or truncated image: only the start of a {started} file") from None
         raise ImageError("not a recognised image format") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"image too large: {e}") from None
