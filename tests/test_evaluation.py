@@ -370,6 +370,10 @@ def test_classifier_only_mode_on_crop_folders(tmp_path):
     assert r.returncode == 2 and "--boxes is required" in r.stderr
     r = batchmask("evaluate", tmp_path, "--crops", "--out", out)
     assert r.returncode == 2 and "no masked/, incorrect/ or unmasked/ folder" in r.stderr
+    for split in ("train/masked", "val/unmasked"):  # a data build too small for a test split
+        (tmp_path / "built" / split).mkdir(parents=True)
+    r = batchmask("evaluate", tmp_path / "built", "--crops", "--out", out)
+    assert r.returncode == 2 and "without a test split" in r.stderr.replace("\n", " "), r.stderr
 
 
 def edited_model(folder, **changes):

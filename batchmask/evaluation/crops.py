@@ -81,8 +81,12 @@ def crop_folders(root: Path) -> tuple[Path, float]:
     margin = CROP_MARGIN
     if summary.is_file():
         margin = float(json.loads(summary.read_text()).get("crop_margin", CROP_MARGIN))
+    built = summary.is_file() or any((root / s).is_dir() for s in ("train", "val"))
     if (root / "test").is_dir():
         root = root / "test"
+    elif built:
+        raise CropsError(f"{root} is a `data build` output without a test split (too few photos or sources for "
+                         "three splits: build with more, or give a folder of masked/, incorrect/, unmasked/ crops)")
     if not any((root / c).is_dir() for c in CLASSES):
         raise CropsError(f"{root} has no masked/, incorrect/ or unmasked/ folder of crops")
     return root, margin
