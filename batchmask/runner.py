@@ -205,6 +205,7 @@ class RunSession:
         self._archive_errors: list[str] = []
         self.worker_counts: dict[str, int] = {}  # photos per worker process (local pid or Dask address)
         self.current: set[str] = set()  # inputs seen by this session: its exit code counts their error rows
+        self.done: set[str] = set()  # inputs this session processed (a watch may process one several times)
         self._warned_input = False
         self._warned_archives = False
         self.earlier_archives = self._earlier_archives()
@@ -446,6 +447,7 @@ class RunSession:
                 os.unlink(safe_join(self.output_dir / ANNOTATED_DIR, annotated_name(row["image"])))
             except (OSError, UnsafePathError):
                 pass
+        self.done.add(row["image"])
         s = self.summary
         s.processed += 1
         s.ok += row["status"] == "ok"
@@ -455,6 +457,16 @@ class RunSession:
         s.incorrect += row["incorrect"]
         s.unmasked += row["unmasked"]
         self.progress("image", row)
+
+    def recount(self) -> None:
+        """The summary's counts from each processed photo's last rows: a photo a watch processed
+        twice (an error while it was still arriving, then its rows) counts once, as it ended."""
+        self.store.commit()
+        rows = [e["row"] for rel in self.done if (e := self.store.entry(rel)) is not None]
+        s = self.summary
+        s.processed, s.ok, s.errors = len(rows), sum(r["status"] == "ok" for r in rows), sum(r["status"] == "error" for r in rows)
+        for key in ("faces", "masked", "incorrect", "unmasked"):
+            setattr(s, key, sum(r[key] for r in rows))
 
     def _committed(self, entries: list[dict]) -> None:
         """Rows are durable: upload them (URL OUTPUT), move their inputs to the archive

@@ -170,6 +170,7 @@ class Watcher:
             finally:
                 observer.stop()
                 observer.join(timeout=5)
+            session.recount()
         return session.summary
 
     def _ready(self, session: RunSession) -> list[InputFile]:

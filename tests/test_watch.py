@@ -159,6 +159,32 @@ def test_changed_photo_is_redone_and_archive_moves_inputs(tmp_path):
     assert got == {"a.jpg": "1", "a (1).jpg": "0"}  # the astronaut's row is kept beside the cat's
 
 
+def test_a_photo_caught_half_written_counts_once_as_it_ended(tmp_path):
+    """A copy that pauses longer than --settle is read half-written (an error row), then again when it
+    completes (its rows): the stop summary and run.json count the photo once, as it ended."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    w = WatchProcess(inp, out, "--settle", "0.5")
+    data = PHOTOS[0].read_bytes()
+    with open(inp / "late.jpg", "wb") as f:
+        f.write(data[: len(data) // 2])
+        f.flush()
+        deadline = time.monotonic() + 30
+        while not any(r["image"] == "late.jpg" and r["status"] == "error" for r in rows(out)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [r["status"] for r in rows(out)] == ["error"]
+        f.write(data[len(data) // 2:])
+    deadline = time.monotonic() + 30
+    while not any(r["image"] == "late.jpg" and r["status"] == "ok" for r in rows(out)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert w.stop() == 0
+    assert [r["status"] for r in rows(out)] == ["ok"]
+    stopped = [line for line in w.lines if "stopped:" in line]
+    assert stopped and "1 processed (0 rejected)" in stopped[-1] and "1 face:" in stopped[-1], w.lines
+    run = json.loads((out / "run.json").read_text())
+    assert run["counts"]["this_run"]["processed"] == 1 and run["counts"]["this_run"]["errors"] == 0
+
+
 @pytest.mark.parametrize("interval", [0.5])
 def test_polling_mode_sees_new_files(tmp_path, interval):
     inp, out = tmp_path / "in", tmp_path / "out"
