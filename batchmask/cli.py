@@ -194,6 +194,10 @@ def _check_folders(input, output, model: Optional[Path], archive: Optional[Path]
         _fail("--archive must be a folder other than INPUT and OUTPUT (it may be inside INPUT)", EXIT_USAGE)
     if archive is not None and archive.exists() and not archive.is_dir():
         _fail(f"--archive exists and is not a folder: {archive}", EXIT_USAGE)
+    copies = next((d for d in (input.resolve(), *input.resolve().parents) if d.name == "annotated" and (d.parent / ".batchmask").is_dir()), None)
+    if copies is not None:
+        err.print(f"warning: INPUT is inside another OUTPUT's annotated copies ({copies}): their faces carry the boxes and "
+                  "labels drawn on them", style="yellow")
 
 
 def _engine(name: str) -> str:

@@ -423,6 +423,16 @@ def test_an_archive_inside_input_is_never_scanned_again_and_links_follow_their_t
     assert r.returncode == 2 and "--archive exists and is not a folder" in r.stderr
 
 
+def test_another_outputs_annotated_copies_as_input_are_announced(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "a.jpg")
+    assert batchmask("run", src, tmp_path / "out", "-q").returncode == 0
+    r = batchmask("run", tmp_path / "out" / "annotated", tmp_path / "again", "-q")
+    assert r.returncode == 0 and "INPUT is inside another OUTPUT's annotated copies" in r.stderr.replace("\n", ""), r.stderr
+    assert "annotated copies" not in batchmask("run", src, tmp_path / "third", "-q").stderr
+
+
 def test_fast_mode_is_on_record_and_switching_it_is_announced(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
