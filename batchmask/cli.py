@@ -449,8 +449,8 @@ def job_run(
                     err.print(f"warning: step {i} (run): output exists and is not a folder: {out}", style="yellow")
         for i, step in enumerate(job.steps, start=1):
             shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in step.args.items()}
-            err.print(f"{i}. {step.do}: " + "; ".join(f"{k}={v}" for k, v in shown.items()))
-        err.print(f"{file}: valid, {len(job.steps)} step(s); lock {job.lock}")
+            typer.echo(f"{i}. {step.do}: " + "; ".join(f"{k}={v}" for k, v in shown.items()))  # stdout: the listing is the answer
+        typer.echo(f"{file}: valid, {len(job.steps)} step(s); lock {job.lock}")
         return
     quiet = quiet or not sys.stderr.isatty()
     try:
