@@ -223,6 +223,10 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     labels_train = {lab for _, lab in splits["train"]}
     if not {CLASSES.index("masked"), CLASSES.index("unmasked")} <= labels_train:
         raise TrainingError("training crops must include both masked and unmasked faces")
+    missing = [c for c in ("masked", "unmasked") if CLASSES.index(c) not in {lab for _, lab in splits["val"]}]
+    if missing:
+        log(f"warning: the validation crops hold no {' and no '.join(missing)} faces: the threshold and the validation "
+            "figures mean little (nan); build DATA from more photos and sources")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if backbone is not None:
         # TensorFlow 2.21's oneDNN kernels crash (segfault, heap corruption) while training

@@ -225,6 +225,20 @@ def test_train_rejects_a_folder_without_classes(tmp_path):
     assert r.returncode == 2 and "none of the" in r.stderr and "training crops could be read" in r.stderr, r.stderr[-2000:]
 
 
+def test_train_warns_when_validation_lacks_a_class(tmp_path):
+    from batchmask.datasets.splits import assign_split
+
+    flat = tmp_path / "flat"
+    for name, splits in (("masked", ("train", "val")), ("unmasked", ("train",))):  # no unmasked face to validate on
+        (flat / name).mkdir(parents=True)
+        for split in splits:
+            first = next(f"{i}.jpg" for i in range(200) if assign_split(f"{name}/{i}.jpg", fractions=(0.85, 0.15, 0.0)) == split)
+            shutil.copy(SAMPLES / "astronaut.jpg", flat / name / first)
+    r = batchmask("train", flat, "--out", tmp_path / "m", "--epochs", "1", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "the validation crops hold no unmasked faces" in r.stderr.replace("\n", " "), r.stderr[-2000:]
+
+
 def test_sigterm_stops_a_data_build_like_ctrl_c(tmp_path):
     import signal
     import time
