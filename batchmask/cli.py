@@ -503,7 +503,8 @@ def _job_step(step, quiet: bool) -> int:
         elif step.do == "ensemble":
             ensemble(models=a["models"], out=a["out"])
         elif step.do == "calibrate":
-            calibrate(model=a["model"], images=a["images"], boxes=a["boxes"], tuning=a.get("tuning", 300), max_fnr=a.get("max_fnr", 0.05), quiet=quiet)
+            calibrate(model=a["model"], images=a["images"], boxes=a["boxes"], tuning=a.get("tuning", 300), max_fnr=a.get("max_fnr", 0.05),
+                      min_tnr=a.get("min_tnr", 0.5), quiet=quiet)
         elif step.do == "evaluate":
             evaluate(images=a["images"], boxes=a["boxes"], crops=False, out=a["out"], model=a.get("model"), predictions=None, threshold=a.get("threshold"),
                      min_width=a.get("min_width", 16.0), title=a.get("title", "batchmask evaluation"), exclude_first=a.get("exclude_first", 0),
@@ -588,6 +589,7 @@ def calibrate(
     boxes: Path = typer.Option(..., "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
     tuning: int = typer.Option(300, min=1, help="Use the first N photos by sorted name; keep the rest held out for evaluation."),
     max_fnr: float = typer.Option(0.05, min=0.0, max=1.0, help="FNR limit (FNR + one standard error must stay within it)."),
+    min_tnr: float = typer.Option(0.5, min=0.0, max=1.0, help="Refuse (exit 2, model.json unchanged) a model whose best point catches fewer unmasked faces than this."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the summary line only."),
 ) -> None:
     """Choose the classifier's crop margin, crop levels and mask threshold on annotated real photos (highest TNR within the FNR limit)."""
@@ -609,7 +611,7 @@ def calibrate(
                   console=err, disable=quiet) as bar:
         task = bar.add_task("calibrate", total=None)
         try:
-            choice = choose_operating_point(model, images, boxes, tuning=tuning, max_fnr=max_fnr,
+            choice = choose_operating_point(model, images, boxes, tuning=tuning, max_fnr=max_fnr, min_tnr=min_tnr,
                                             progress=lambda done, total: bar.update(task, completed=done, total=total))
         except CalibrationError as e:
             _fail(str(e), EXIT_USAGE)

@@ -455,6 +455,18 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     r = batchmask("calibrate", model, "--images", webcam / "images", "--boxes", hard, "--tuning", "1")
     assert r.returncode == 2 and "no unmasked face" in r.stderr, r.stderr
 
+    # a model that calls every face masked (FNR 0, TNR 0 at every threshold) is refused, unless asked for
+    pytest.importorskip("onnx", reason="the blind test model is written with onnx (the 'train' extra)")
+    from test_ensemble import tiny_classifier
+
+    blind = tiny_classifier(tmp_path / "blind", [[0.1, 0, 0]] * 3, opset=17)  # P(masked) ~ 1 for any crop
+    before = (blind / "model.json").read_text()
+    r = batchmask("calibrate", blind, "--images", webcam / "images", "--boxes", webcam / "boxes.csv", "--tuning", "12", "-q")
+    assert r.returncode == 2 and "catches only 0% of the unmasked tuning faces, under --min-tnr 0.5" in r.stderr.replace("\n", " "), r.stderr
+    assert (blind / "model.json").read_text() == before
+    r = batchmask("calibrate", blind, "--images", webcam / "images", "--boxes", webcam / "boxes.csv", "--tuning", "12", "-q", "--min-tnr", "0")
+    assert r.returncode == 0 and "catches only 0%" in r.stderr.replace("\n", " "), r.stderr
+
 
 def test_commands_without_their_extra_fail_at_once(tmp_path):
     # an install without scikit-learn and TensorFlow, as `pip install .` gives: sitecustomize hides them

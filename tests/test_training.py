@@ -95,7 +95,8 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     assert [m["sha256"] for m in members] == [json.loads((d / "model.json").read_text())["sha256"] for d in (model, tuned)]
     # ... calibrated on a few annotated real photos, then evaluated on them: the whole chain
     webcam = SHARED_DATA / "formatcom_webcam"
-    r = batchmask("calibrate", both, "--images", webcam / "images", "--boxes", webcam / "boxes.csv", "--tuning", "12", "-q")
+    r = batchmask("calibrate", both, "--images", webcam / "images", "--boxes", webcam / "boxes.csv", "--tuning", "12", "-q",
+                  "--min-tnr", "0")  # a 1-epoch model may tell masks apart barely: taken all the same here
     assert r.returncode == 0, r.stderr[-3000:]
     calibrated = json.loads((both / "model.json").read_text())
     assert len(calibrated["threshold_choice"]["sweep"]) == 5 * 2 * 13

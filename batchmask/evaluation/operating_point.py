@@ -52,7 +52,7 @@ FEW_FACES = 50  # fewer masked or unmasked tuning faces than this: the choice is
 def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int = 300, max_fnr: float = 0.05,
                            margins: tuple[float, ...] = MARGINS, thresholds: tuple[float, ...] = THRESHOLDS,
                            levels: tuple[tuple[float, float] | None, ...] = LEVELS,
-                           progress: Callable[[int, int], None] | None = None) -> dict:
+                           progress: Callable[[int, int], None] | None = None, min_tnr: float = 0.5) -> dict:
     """Sweep margins × levels × thresholds, write the choice and the sweep into MODEL/model.json; returns the chosen row.
 
     Unreadable photos are left out (listed under "skipped" and in model.json).
@@ -112,6 +112,11 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
             f"+ {low['fnr_se']:.3f} at margin {low['margin']:g}{', levels stretched' if low['levels'] else ''}, threshold {low['threshold']:.2f}); model.json is unchanged. "
             "Raise --max-fnr, or use a better model")
     choice = max(best, key=lambda r: (r["tnr"], -r["fnr"], -abs(r["margin"] - CROP_MARGIN), r["levels"] is None))
+    if choice["tnr"] < min_tnr:  # a model that calls (almost) every face masked must not become anyone's default
+        raise CalibrationError(
+            f"at its best point within the FNR limit (margin {choice['margin']:g}, threshold {choice['threshold']:.2f}, FNR {choice['fnr']:.3f}) "
+            f"the model catches only {choice['tnr']:.0%} of the unmasked tuning faces, under --min-tnr {min_tnr:g}: it barely tells masks "
+            "apart (untrained, or unsuited to these photos?); model.json is unchanged")
 
     meta_path = Path(model) / "model.json"
     meta = json.loads(meta_path.read_text())
