@@ -15,7 +15,7 @@ import numpy as np
 
 from .detector import DetectorConfig
 from .faces import Faces
-from .images import load_image
+from .images import ImageError, load_image
 from .models import default_classifier_dir, default_detector_path
 from .worker import Worker, WorkerConfig
 
@@ -54,7 +54,10 @@ class MaskDetector:
         of the image as displayed (EXIF orientation applied);
         `faces.labels()` labels them at this detector's threshold."""
         if isinstance(image, (str, Path)):
-            loaded = load_image(str(image), target_side=self._worker.config.detector.max_side)
+            try:
+                loaded = load_image(str(image), target_side=self._worker.config.detector.max_side)
+            except ImageError as e:
+                raise ImageError(f"{image}: {e}") from None
             faces = self._worker.detect(loaded.pixels).scaled(loaded.scale, loaded.height / loaded.pixels.shape[0])
         else:
             faces = self._worker.detect(as_rgb(image))
@@ -68,7 +71,7 @@ class MaskDetector:
 def as_rgb(image) -> np.ndarray:
     """An H×W×3 uint8 RGB array from a PIL image (EXIF orientation applied, any mode) or an image
     array: greyscale (H×W or H×W×1) and RGBA are converted; floats may be 0..1 or 0..255, uint16
-    0..65535; anything else is an error, never a silent wrap-around."""
+    (and PIL's 32-bit mode I) 0..65535; anything else is an error, never a silent wrap-around."""
     from PIL import Image, ImageOps
 
     if isinstance(image, (bytes, bytearray, memoryview)):
@@ -77,6 +80,10 @@ def as_rgb(image) -> np.ndarray:
         image = ImageOps.exif_transpose(image)
         if image.mode.startswith("I;16"):
             image = np.asarray(image).astype(np.uint16)
+        elif image.mode in ("I", "F"):  # 32-bit integer or float pixels: convert("RGB") would clip them
+            image = np.asarray(image)
+            if image.dtype.kind == "i" and 255 < image.max() <= 65535 and image.min() >= 0:
+                image = image.astype(np.uint16)  # 16-bit samples held in 32 bits
         else:
             return np.ascontiguousarray(np.asarray(image.convert("RGB")))  # CMYK, palette, LA, 1-bit ...
     arr = np.asarray(image)

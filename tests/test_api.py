@@ -58,6 +58,11 @@ def test_pil_images_in_any_mode_and_orientation_read_as_displayed():
         got = batchmask.detect(im.convert(mode))
         assert got.labels() == ["unmasked"], mode
         np.testing.assert_allclose(got.boxes, from_path.boxes, atol=4.0)
+    grey = np.asarray(im.convert("L"))
+    wide = {"I (16-bit samples)": Image.fromarray(grey.astype(np.int32) * 257), "I (8-bit samples)": Image.fromarray(grey.astype(np.int32)),
+            "F (0..1)": Image.fromarray(grey.astype(np.float32) / 255), "F (0..255)": Image.fromarray(grey.astype(np.float32))}
+    for name, wide_image in wide.items():  # 32-bit modes, which convert("RGB") would clip
+        np.testing.assert_array_equal(batchmask.api.as_rgb(wide_image)[:, :, 0], grey, err_msg=name)
     exif = Image.Exif()
     exif[0x0112] = 6  # stored on its side, displayed upright
     rotated = im.transpose(Image.Transpose.ROTATE_90)
@@ -65,6 +70,8 @@ def test_pil_images_in_any_mode_and_orientation_read_as_displayed():
     rotated.getexif()[0x0112] = 6
     got = batchmask.detect(rotated)
     assert len(got) == 1 and got.labels() == ["unmasked"]
+    with pytest.raises(batchmask.api.ImageError, match="nowhere.jpg: cannot read file"):
+        batchmask.detect(SAMPLES / "nowhere.jpg")
     with pytest.raises(TypeError, match="not bytes"):
         batchmask.detect(b"astronaut.jpg")
     with pytest.warns(UserWarning, match="uint16 image array whose values all lie within 0..255"):
