@@ -663,7 +663,7 @@ def evaluate(
     if boxes is None:
         _fail("--boxes is required (ground truth), unless --crops evaluates the classifier on crop folders", EXIT_USAGE)
     from .evaluation.groundtruth import GroundTruthError, load_ground_truth
-    from .evaluation.report import PredictionsError, fmt, load_predictions, write_report
+    from .evaluation.report import PredictionsError, covered_images, fmt, labelled_threshold, load_predictions, write_report
 
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
@@ -700,9 +700,11 @@ def evaluate(
         if not predictions.is_file():
             _fail(f"predictions file not found: {predictions}", EXIT_USAGE)
         try:
-            preds = _names_in(images, load_predictions(predictions))
+            loaded = load_predictions(predictions)
         except PredictionsError as e:
             _fail(str(e), EXIT_USAGE)
+        preds = _names_in(images, loaded)
+        covered = covered_images(predictions, loaded)
         if not preds:
             _fail(f"no predictions in {predictions}", EXIT_USAGE)
         unknown = sorted(set(preds) - set(scored) - excluded)
@@ -716,7 +718,19 @@ def evaluate(
             err.print(f"warning: {len(unknown)} images in {predictions} are not annotated photos in {images} and are ignored "
                       f"(first: {unknown[0]!r})", style="yellow")
         source = f"Predictions from {predictions.name}{held_out_note}"
-        used_threshold = 0.5 if threshold is None else threshold
+        if covered is not None:  # a file cut short, or a peer that stopped midway, would look like photos without faces
+            missing = sorted(set(scored) - set(_names_in(images, {name: [] for name in covered})))
+            if missing:
+                err.print(f"warning: {len(missing)} of the {len(scored)} annotated photos have no line in {predictions} and are scored as "
+                          f"photos where nothing was found (first: {missing[0]!r}): a file cut short, or a run that stopped?", style="yellow")
+                source += f"; {len(missing)} annotated photos absent from it, scored as photos where nothing was found"
+        used_threshold = threshold
+        if used_threshold is None:  # batchmask's own rows: scored at the threshold they were labelled at
+            used_threshold = labelled_threshold(predictions)
+            if used_threshold is not None:
+                err.print(f"threshold {used_threshold:.2f}: the one the rows of {predictions.name} were labelled at (its run records)")
+            else:
+                used_threshold = 0.5
     else:
         from .classifier import MaskClassifier
         from .detector import detector_config

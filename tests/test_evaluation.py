@@ -190,6 +190,12 @@ def test_evaluate_command_on_the_webcam_set_and_on_peer_predictions(tmp_path):
     assert r.returncode == 0, r.stderr
     m2 = json.loads((again / "metrics.json").read_text())
     assert (m2["tnr"], m2["fnr"], m2["recall"]) == (m["tnr"], m["fnr"], m["recall"])
+    assert "no line in" not in r.stderr  # photos without a face have no line in faces.jsonl: images.csv beside it lists them
+    r = batchmask("evaluate", webcam / "images", "--boxes", webcam / "boxes.csv", "--out", tmp_path / "own",
+                  "--predictions", out / "run" / "faces.jsonl")  # no --threshold: the one its rows were labelled at
+    m3 = json.loads((tmp_path / "own" / "metrics.json").read_text())
+    assert r.returncode == 0 and f"threshold {m['threshold']:.2f}: the one the rows of faces.jsonl were labelled at" in r.stderr, r.stderr
+    assert (m3["threshold"], m3["tnr"], m3["fnr"]) == (m["threshold"], m["tnr"], m["fnr"])
 
 
 def test_evaluate_rejects_bad_inputs(tmp_path):
@@ -258,6 +264,9 @@ def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path)
     preds.write_bytes(b"\xef\xbb\xbf" + line.encode())  # a byte-order mark, as some editors write
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
     assert r.returncode == 0 and json.loads((tmp_path / "p" / "metrics.json").read_text())["table"]["masked"]["identified_correct"] == 1, r.stderr
+    # one line a photo: a photo without its line is named (a file cut short looks like photos without faces)
+    assert "1 of the 2 annotated photos have no line in" in r.stderr.replace("\n", " ") and "'sub/b.jpg'" in r.stderr, r.stderr
+    assert "1 annotated photos absent from it" in (tmp_path / "p" / "report.md").read_text()
     # held-out scoring: the first N names of the ground truth, sorted as calibrate --tuning sorts them, are left out
     # (the absolute path of sub/b.jpg sorts before a.jpg)
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1", "-q")

@@ -4,12 +4,14 @@ against ground truth, written as metrics.json, report.md, report.html and PNG pl
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 import math
 import time
 from pathlib import Path
 
+from ..sinks import spreadsheet_plain
 from ..storage import atomic_write_json, atomic_write_text
 from .groundtruth import image_key, load_ground_truth
 from .metrics import Prediction, compute_metrics
@@ -57,6 +59,52 @@ def load_predictions(path: Path) -> dict[str, list[Prediction]]:
                 reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"{type(e).__name__}: {e}"
                 raise PredictionsError(f"{path}:{line_no}: not a prediction line ({reason})") from None
     return preds
+
+
+def covered_images(path: Path, preds: dict[str, list[Prediction]]) -> set[str] | None:
+    """The photos a predictions file says something about, found or not: every image of a one-image-a-line
+    file; for batchmask's faces.jsonl (photos without a face have no line) the images.csv beside it;
+    None when that cannot be told."""
+    with open(path, "rb") as f:
+        first = next((line for line in f if line.strip()), b"")
+    try:
+        per_image = "faces" in json.loads(first.decode("utf-8-sig"))
+    except (ValueError, TypeError):
+        per_image = False
+    if per_image:
+        return set(preds)
+    table = Path(path).parent / "images.csv"
+    try:
+        with open(table, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return {image_key(spreadsheet_plain(r["image"])) for r in rows}
+    except (OSError, KeyError, ValueError, csv.Error):
+        return None
+
+
+def labelled_threshold(path: Path) -> float | None:
+    """The one threshold the rows of batchmask's faces.jsonl were labelled at, from the run
+    records beside it (run.json, runs.jsonl); None for other files or rows of several thresholds."""
+    from ..sinks import run_records
+
+    folder = Path(path).parent
+    try:
+        records = run_records(*((folder / name).read_bytes() if (folder / name).is_file() else None for name in ("run.json", "runs.jsonl")))
+        runs = set()
+        with open(path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    if "faces" in row or "run_id" not in row:
+                        return None
+                    runs.add(row["run_id"])
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    thresholds = {(records.get(r) or {}).get("config", {}).get("threshold") for r in runs}
+    if len(thresholds) != 1 or None in thresholds:
+        return None
+    value = thresholds.pop()
+    return float(value) if isinstance(value, (int, float)) and 0 <= value <= 1 else None
 
 
 def _finite(value, name: str) -> float:
