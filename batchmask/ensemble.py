@@ -41,6 +41,9 @@ def combine(members: list[Path], out: Path) -> dict:
         path, meta = verified_model(Path(folder))
         if meta.get("kind") != "classifier" or meta.get("labels") != list(CLASSES):
             raise EnsembleError(f"{folder}: not a three-label batchmask classifier (labels {meta.get('labels')})")
+        twin = next((members[i] for i, m in enumerate(metas) if m.get("sha256") == meta.get("sha256")), None)
+        if twin is not None:
+            raise EnsembleError(f"{folder} holds the same model as {twin} (same checksum): an ensemble averages different models")
         if metas and meta.get("input_size") != metas[0].get("input_size"):
             raise EnsembleError(f"{folder}: input size {meta.get('input_size')} differs from {members[0]}'s {metas[0].get('input_size')}")
         model = onnx.load(str(path))

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -75,11 +76,14 @@ def test_the_ensemble_averages_its_members_even_across_opsets(tmp_path):
 
 def test_the_ensemble_refuses_mismatched_or_broken_members(tmp_path):
     a = tiny_classifier(tmp_path / "a", np.eye(3), opset=17)
-    b = tiny_classifier(tmp_path / "b", np.eye(3), opset=17)
+    b = tiny_classifier(tmp_path / "b", 2 * np.eye(3), opset=17)
     meta = json.loads((b / "model.json").read_text())
     (b / "model.json").write_text(json.dumps({**meta, "input_size": 128}))
     r = batchmask("ensemble", a, b, "--out", tmp_path / "x")
     assert r.returncode == 2 and "input size 128 differs" in r.stderr
+    shutil.copytree(a, tmp_path / "a-copy")
+    r = batchmask("ensemble", a, tmp_path / "a-copy", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "holds the same model as" in r.stderr.replace("\n", ""), r.stderr
     (b / "model.json").write_text(json.dumps(meta))
     (b / "model.onnx").write_bytes(b"garbage")
     r = batchmask("ensemble", a, b, "--out", tmp_path / "x")  # a corrupt member: exit 1, as `run` with a corrupt model
