@@ -937,6 +937,11 @@ def data_build(
     if skipped:
         err.print(f"files without a crop (listed in {out / 'summary.json'}): {skipped}", style="yellow")
     err.print(f"{summary['crops']} crops from {summary['inputs']} files -> {out} {summary['by_split']}")
+    gaps = [f"{split} has no {' and no '.join(lab for lab in ('masked', 'unmasked') if not counts.get(lab))} crops"
+            for split, counts in summary["by_split"].items() if split != "train" and not (counts.get("masked") and counts.get("unmasked"))]
+    if gaps:  # splits keep an identity (and its near-duplicates) on one side, so few inputs may leave one short
+        err.print(f"warning: {'; '.join(gaps)} (train validates on val, evaluate --crops scores test): "
+                  "build from more photos (a larger --limit)", style="yellow")
 
 
 def main() -> None:

@@ -39,6 +39,8 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     small = ["data", "build", "--unmasked", SHARED_DATA / "unmasked_faces", "--masked", SHARED_DATA / "masked_faces_real", "--limit", "5", "-q"]
     again = batchmask(*small, "--out", tmp_path / "data2")
     assert again.returncode == 0, again.stderr
+    assert "val has no masked and no unmasked crops" in again.stderr.replace("\n", " "), again.stderr  # 10 crops: too few for three splits
+    assert "has no" not in r.stderr  # the build of 40 per source fills every split
     listed = {r["crop"] for r in csv.DictReader(open(tmp_path / "data2" / "metadata.csv"))}
     on_disk = {p.relative_to(tmp_path / "data2").as_posix() for p in (tmp_path / "data2").rglob("*.jpg")}
     assert listed == on_disk and len(listed) <= 10
