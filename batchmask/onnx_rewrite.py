@@ -86,3 +86,40 @@ def fuse_hard_activations(model) -> dict[str, int]:
     for tensor in unused:
         graph.initializer.remove(tensor)
     return made
+
+
+def canonical_names(model) -> None:
+    """Rename `model`'s nodes, initializers and inner tensors by their place in the graph, in place.
+
+    tf2onnx numbers the tensors it makes from a counter whose order varies from process to
+    process, so the same network exported twice gave two files (two checksums); after this,
+    the same weights give the same bytes. Graph inputs and outputs keep their names.
+    """
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    initializers = {t.name for t in graph.initializer}
+    names: dict[str, str] = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            if name not in keep and name not in names and name in initializers:
+                names[name] = f"w{len(names)}"
+        for k, name in enumerate(node.output):
+            if name not in keep and name not in names:
+                names[name] = f"t{i}_{k}"
+        node.name = f"n{i}_{node.op_type}"
+    for node in graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    for tensor in graph.initializer:
+        tensor.name = names.get(tensor.name, tensor.name)
+    order = {new: i for i, new in enumerate(names.values())}
+    ordered = sorted(graph.initializer, key=lambda t: (order.get(t.name, len(order)), t.name))  # unused ones last, by name
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+    for info in list(graph.value_info):
+        info.name = names.get(info.name, info.name)
+    symbols: dict[str, str] = {}  # tf2onnx's "unk__950"-style dimension names, from the same counter
+    for info in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = symbols.setdefault(dim.dim_param, "n" if not symbols else f"d{len(symbols)}")

@@ -235,6 +235,7 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     import keras
     import tensorflow as tf
     keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()  # repeatable: the same seed and data give the same model
     stored = 128
     summary_path = data / "summary.json"
     dataset_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -352,12 +353,13 @@ def export_onnx(model, path: Path, input_size: int) -> None:
     import tensorflow as tf
     import tf2onnx
 
-    from .onnx_rewrite import fuse_hard_activations
+    from .onnx_rewrite import canonical_names, fuse_hard_activations
 
     spec = (tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="input"),)
     tmp = path.with_suffix(".onnx.tmp")
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
     fuse_hard_activations(proto)
+    canonical_names(proto)
     onnx.save(proto, str(tmp))
     tmp.replace(path)
 

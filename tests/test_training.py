@@ -228,7 +228,7 @@ def test_train_rejects_a_folder_without_classes(tmp_path):
     assert r.returncode == 2 and "none of the" in r.stderr and "training crops could be read" in r.stderr, r.stderr[-2000:]
 
 
-def test_train_warns_when_validation_lacks_a_class(tmp_path):
+def test_train_is_repeatable_and_warns_when_validation_lacks_a_class(tmp_path):
     from batchmask.datasets.splits import assign_split
 
     flat = tmp_path / "flat"
@@ -240,6 +240,9 @@ def test_train_warns_when_validation_lacks_a_class(tmp_path):
     r = batchmask("train", flat, "--out", tmp_path / "m", "--epochs", "1", timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "the validation crops hold no unmasked faces" in r.stderr.replace("\n", " "), r.stderr[-2000:]
+    # the same data and seed give the same model, byte for byte (op determinism, canonical ONNX names)
+    assert batchmask("train", flat, "--out", tmp_path / "again", "--epochs", "1", timeout=600).returncode == 0
+    assert (tmp_path / "again" / "model.onnx").read_bytes() == (tmp_path / "m" / "model.onnx").read_bytes()
 
 
 def test_sigterm_stops_a_data_build_like_ctrl_c(tmp_path):
