@@ -278,7 +278,8 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
                 f"val_loss {logs.get('val_loss', 0):.4f} val_acc (3 labels) {logs.get('val_accuracy', 0):.3f}")
 
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, callbacks=[stop, Log()], verbose=0)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, callbacks=[stop, Log()], verbose=0,
+                        shuffle=False)  # train_ds shuffles itself, seeded
 
     def predict(x):
         ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(len(x), np.int32))).map(_centre(tf, stored, INPUT_SIZE, centre_frac)).batch(256)
