@@ -387,13 +387,20 @@ def report(
     by: str = typer.Option("day", "--by", help="Group by day (capture date, else file date), folder or camera."),
     since: Optional[str] = typer.Option(None, "--since", help="First day included (YYYY-MM-DD)."),
     until: Optional[str] = typer.Option(None, "--until", help="Last day included (YYYY-MM-DD)."),
+    last_days: Optional[int] = typer.Option(None, "--last-days", min=1, help="The last N days, today included (instead of --since / --until)."),
     thumbnails: int = typer.Option(60, min=0, help="Non-compliant faces shown in the HTML report."),
 ) -> None:
     """Audit report: photos, faces, masked / incorrect / unmasked and compliance per day, folder or camera."""
+    import datetime as dt
+
     from .audit import GROUPINGS, AuditError, write_audit
 
     if by not in GROUPINGS:
         _fail(f"--by must be one of {', '.join(GROUPINGS)}, not {by!r}", EXIT_USAGE)
+    if last_days is not None and (since or until):
+        _fail("--last-days and --since / --until choose the same period: give one or the other", EXIT_USAGE)
+    if last_days is not None:
+        since = (dt.date.today() - dt.timedelta(days=last_days - 1)).isoformat()
     start, end = _date(since, "--since"), _date(until, "--until")
     if start and end and start > end:
         _fail(f"--since {start} is after --until {end}", EXIT_USAGE)
@@ -474,8 +481,6 @@ def job_run(
 
 def _job_step(step, quiet: bool) -> int:
     """Run one job step through the same code as its command; its exit code."""
-    import datetime as dt
-
     a = step.args
     try:
         if step.do == "run":
@@ -489,10 +494,8 @@ def _job_step(step, quiet: bool) -> int:
             return summary.exit_code
         if step.do == "report":
             since = a.get("since")
-            if "last_days" in a:
-                since = dt.date.today() - dt.timedelta(days=a["last_days"] - 1)
             report(outputs=a["outputs"], out=a["out"], by=a.get("by", "day"), since=since and since.isoformat(),
-                   until=a.get("until") and a["until"].isoformat(), thumbnails=a.get("thumbnails", 60))
+                   until=a.get("until") and a["until"].isoformat(), last_days=a.get("last_days"), thumbnails=a.get("thumbnails", 60))
         elif step.do == "data-build":
             data_build(unmasked=a["unmasked"], masked=a["masked"], out=a["out"], limit=a.get("limit", 0), seed=a.get("seed", 0),
                        mask_share=a.get("mask_share", 0.5), incorrect_share=a.get("incorrect_share", 0.35), workers=a.get("workers"),

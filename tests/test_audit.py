@@ -277,3 +277,6 @@ def test_an_error_row_without_a_file_date_counts_on_the_day_it_was_made(tmp_path
     today = dt.date.today().isoformat()
     table = report_table(tmp_path, "--since", today, "--until", today)
     assert int(table["images"].sum()) == 2 and int(table["errors"].sum()) == 1
+    assert report_table(tmp_path, "--last-days", "1").equals(table)  # today, as a job's last_days = 1
+    r = batchmask("report", tmp_path / "out", "--out", tmp_path / "x.csv", "--last-days", "7", "--since", today)
+    assert r.returncode == 2 and "--last-days and --since / --until" in r.stderr
