@@ -82,8 +82,8 @@ def as_rgb(image) -> np.ndarray:
             image = np.asarray(image).astype(np.uint16)
         elif image.mode in ("I", "F"):  # 32-bit integer or float pixels: convert("RGB") would clip them
             image = np.asarray(image)
-            if image.dtype.kind == "i" and 255 < image.max() <= 65535 and image.min() >= 0:
-                image = image.astype(np.uint16)  # 16-bit samples held in 32 bits
+            if image.dtype.kind == "i" and image.size and 0 <= image.min() and image.max() <= 65535:
+                image = image.astype(np.uint16)  # 16-bit samples (PIL's mode for 16-bit files), read as uint16 arrays are
         else:
             return np.ascontiguousarray(np.asarray(image.convert("RGB")))  # CMYK, palette, LA, 1-bit ...
     arr = np.asarray(image)

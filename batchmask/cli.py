@@ -830,6 +830,7 @@ def _stale_run(run_dir: Path, model_dir: Path, detector, names) -> bool:
     or detector settings (then every photo is redone). Every run whose rows are there counts, not only
     the last one: an evaluate with --exclude-first redoes only some photos."""
     import csv
+    import json
 
     from .models import ModelError, default_detector_dir, verified_model
     from .runner import detector_settings
@@ -844,6 +845,14 @@ def _stale_run(run_dir: Path, model_dir: Path, detector, names) -> bool:
     try:
         with open(run_dir / "images.csv", newline="", encoding="utf-8") as f:
             present = {row["run_id"] for row in csv.DictReader(f) if spreadsheet_plain(row["image"]) in names}
+        # rows a killed --force committed but had not swapped in yet: the next open swaps them in
+        for line in (read(".batchmask/replacements.jsonl") or b"").splitlines():
+            try:
+                row = json.loads(line)["row"]
+                if row["image"] in names:
+                    present.add(row["run_id"])
+            except (ValueError, KeyError, TypeError):
+                continue
         classifier = verified_model(model_dir)[1]
         current = {"detector": verified_model(default_detector_dir())[1]["sha256"], "classifier": classifier["sha256"]}
     except (OSError, ValueError, KeyError, csv.Error, ModelError):

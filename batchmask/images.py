@@ -68,15 +68,19 @@ _SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "G
                b"RIFF": "WebP"}
 
 
-def _format_started(source) -> str | None:
-    """The format whose signature the file begins with (or the whole, too short file is the start of)."""
+def _format_started(source, most: int = 1024) -> str | None:
+    """The format whose signature a file of at most `most` bytes begins with (or the whole file is
+    the start of): an upload caught in its first bytes. Pillow names longer cut-off files itself."""
     try:
         if isinstance(source, io.BytesIO):
-            head = source.getvalue()[:16]
+            data = source.getvalue()
+            size, head = len(data), data[:16]
         else:
             with open(source, "rb") as f:
-                head = f.read(16)
+                size, head = os.fstat(f.fileno()).st_size, f.read(16)
     except OSError:
+        return None
+    if size > most:
         return None
     for signature, name in _SIGNATURES.items():
         if head.startswith(signature) or (head and signature.startswith(head)):

@@ -95,17 +95,27 @@ def canonical_names(model) -> None:
     process, so the same network exported twice gave two files (two checksums); after this,
     the same weights give the same bytes. Graph inputs and outputs keep their names.
     """
+    from onnx import AttributeProto
+
     graph = model.graph
+    if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for node in graph.node for a in node.attribute):
+        return  # If / Loop / Scan bodies refer to outer names: left as exported
     keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
     initializers = {t.name for t in graph.initializer}
     names: dict[str, str] = {}
+
+    def fresh(candidate: str) -> str:  # never a name a graph input or output already has
+        while candidate in keep:
+            candidate += "_"
+        return candidate
+
     for i, node in enumerate(graph.node):
         for name in node.input:
             if name not in keep and name not in names and name in initializers:
-                names[name] = f"w{len(names)}"
+                names[name] = fresh(f"w{len(names)}")
         for k, name in enumerate(node.output):
             if name not in keep and name not in names:
-                names[name] = f"t{i}_{k}"
+                names[name] = fresh(f"t{i}_{k}")
         node.name = f"n{i}_{node.op_type}"
     for node in graph.node:
         node.input[:] = [names.get(n, n) for n in node.input]

@@ -211,11 +211,13 @@ class RunSession:
         self.earlier_archives = self._earlier_archives()
         self._warned_force = False
         self._force_noted = False
+        self._force_finished = False
         self._start_recorded = False
 
     def __enter__(self) -> "RunSession":
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.store = OutputStore(self.output_dir, on_commit=self._committed, before_load=self.remote.pull if self.remote else None).open()
+        self.earlier_archives = self._earlier_archives()  # a URL OUTPUT's run records are here only now
         changed = self.changed_settings()
         if changed and self.store.entries and not self.options.force:
             self.progress("warning", {"message": f"OUTPUT's earlier rows were labelled with other settings ({'; '.join(changed)}): "
@@ -259,6 +261,8 @@ class RunSession:
             if not failed:
                 self.store.commit()
                 self.store.apply_staged()
+                if self._force_finished:
+                    self.store.write_force(None)
                 self._write_run_json()
         except BaseException:
             failed = True
@@ -285,7 +289,7 @@ class RunSession:
     def _earlier_archives(self) -> list[Path]:
         """Archive folders inside INPUT that earlier runs on this OUTPUT moved photos to: never
         scanned again (their photos have rows already), with or without this run's --archive."""
-        if self.remote or is_url(self.input_dir):
+        if is_url(self.input_dir):
             return []
         found = []
         for record in run_records(_read(self.output_dir / "run.json"), _read(self.output_dir / "runs.jsonl")).values():
@@ -335,7 +339,7 @@ class RunSession:
                                                  "names of photos already in OUTPUT and replace their rows (one OUTPUT per INPUT keeps both)"})
         self.store.forget({f.rel for f in todo})  # stale rows go now; `redo`'s stay until their new rows replace them
         if self.archive_dir is not None:  # done earlier, but still in INPUT: a move that failed, or --archive new
-            waiting = {f.rel for f in todo}
+            waiting = {f.rel for f in todo + redo}  # a --force redoes photos still in INPUT: they leave after
             for f in inputs:
                 if f.rel not in waiting and (entry := self.store.entry(f.rel)) is not None:
                     self._archive(f, entry["row"])
@@ -373,9 +377,8 @@ class RunSession:
                 "labels": self.options.labels, "detector": detector_settings(self.options.detector), "detector_model": self.detector_meta["sha256"]}
 
     def finish_force(self) -> None:
-        """Every photo was redone: the --force is over."""
-        if self.options.force:
-            self.store.write_force(None)
+        """Every photo was redone: the --force is over once their rows are committed and swapped in."""
+        self._force_finished = self.options.force
 
     def _archive_alias(self, f: InputFile, names: set[str]) -> InputFile:
         """With --archive, a file under the name of a photo already moved to the archive is

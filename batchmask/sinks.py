@@ -247,8 +247,7 @@ class OutputStore:
             return
         if self.staged:
             self.commit()
-            merged = {k: self.staged.get(k, e) for k, e in self.entries.items()}
-            merged.update({k: e for k, e in self.staged.items() if k not in merged})
+            merged = {k: self.staged.get(k, e) for k, e in self.entries.items()}  # staged rows only ever replace rows
             self._replace_all(list(merged.values()))
         self.staged = {}
         self.staged_path.unlink(missing_ok=True)

@@ -303,6 +303,18 @@ def test_evaluate_redoes_every_row_made_with_other_detector_settings(tmp_path):
     assert {row.split(",")[-1] for row in (out / "run" / "images.csv").read_text().splitlines()[1:]} == {fast["run_id"]}
     assert last_run("--fast")["counts"]["this_run"]["processed"] == 0  # nothing stale any more: resumed, not redone
 
+    # a default evaluate killed after committing some rows, not yet swapped in (staged): they count as well
+    other = tmp_path / "other"
+    assert batchmask("run", photos, other, "-q", "--no-annotate").returncode == 0
+    staged = (other / ".batchmask" / "ledger.jsonl").read_text().splitlines()[:1]
+    (out / "run" / ".batchmask" / "replacements.jsonl").write_text(staged[0] + "\n")
+    with open(out / "run" / "runs.jsonl", "a") as f:
+        f.write((other / "runs.jsonl").read_text().splitlines()[-1] + "\n")
+    fast = last_run("--fast")
+    assert fast["counts"]["this_run"]["processed"] == 3  # a.jpg's staged row is a default detector's: all redone
+    assert not (out / "run" / ".batchmask" / "replacements.jsonl").exists()
+    assert {row.split(",")[-1] for row in (out / "run" / "images.csv").read_text().splitlines()[1:]} == {fast["run_id"]}
+
     # predictions for the photos --exclude-first leaves out are not "unknown" photos
     preds = tmp_path / "p.jsonl"
     preds.write_text("".join(f'{{"image": "{n}", "faces": [{{"box": [170, 75, 280, 185], "det_score": 0.9, "mask_prob": 0.9}}]}}\n'

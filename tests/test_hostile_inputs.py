@@ -50,6 +50,7 @@ def corpus(tmp_path_factory):
         "garbage-body.jpg": (good[: len(good) // 3] + bytes(range(256)) * 40, "corrupt or truncated"),
         "first-bytes.jpg": (good[:20], "corrupt or truncated image: only the start of a JPEG file"),  # an upload just begun
         "first-byte.png": (b"\x89P", "corrupt or truncated image: only the start of a PNG file"),
+        "riff-named.webp": (b"RIFF" + bytes(4) + b"AVI LIST" + bytes(2000), "not a recognised image format"),  # not cut short: not waited for
         "text.jpg": (b"just some text\n" * 20, "not a recognised image format"),
         "page.png": (b"<!doctype html><html><body>hi</body></html>", "not a recognised image format"),
         "bomb.png": (png_claiming(50000, 50000), "image too large"),

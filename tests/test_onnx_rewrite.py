@@ -120,3 +120,27 @@ def test_canonical_names_make_the_same_network_the_same_bytes():
     assert a.SerializeToString() == b.SerializeToString()
     assert [v.name for v in a.graph.input] == ["x"] and [v.name for v in a.graph.output] == ["out"]
     np.testing.assert_allclose(run(a, x), want, atol=0)
+
+
+def test_canonical_names_never_take_an_input_name_and_leave_subgraphs_alone():
+    from batchmask.onnx_rewrite import canonical_names
+
+    model = keras_like_model()
+    model.graph.input[0].name = "t0_0"  # the name the first node's output would get
+    for node in model.graph.node:
+        node.input[:] = ["t0_0" if n == "x" else n for n in node.input]
+    canonical_names(model)
+    onnx.checker.check_model(model)
+    assert [n.output[0] for n in model.graph.node][0] != "t0_0"
+
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "then", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["z"])], "else", [], [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Greater", ["s", "zero"], ["c"]),
+         helper.make_node("If", ["c"], ["out"], then_branch=then, else_branch=other)],
+        "branchy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2])],
+        [scalar("zero", 0.0)])
+    branchy = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    before = branchy.SerializeToString()
+    canonical_names(branchy)
+    assert branchy.SerializeToString() == before

@@ -423,6 +423,20 @@ def test_an_archive_inside_input_is_never_scanned_again_and_links_follow_their_t
     assert r.returncode == 2 and "--archive exists and is not a folder" in r.stderr
 
 
+def test_force_with_archive_redoes_the_photos_before_moving_them(tmp_path):
+    src, out, archive = tmp_path / "in", tmp_path / "out", tmp_path / "arch"
+    src.mkdir()
+    for name in ("astronaut.jpg", "chelsea.jpg"):
+        shutil.copy(SAMPLES / name, src / name)
+    assert batchmask("run", src, out, "-q", "--no-annotate").returncode == 0
+    first = {i["image"]: i for i in rows(out / "images.csv")}
+    r = batchmask("run", src, out, "-q", "--no-annotate", "--force", "--archive", archive)
+    assert r.returncode == 0 and "2 processed" in r.stderr, r.stderr
+    again = {i["image"]: i for i in rows(out / "images.csv")}
+    assert [i["status"] for i in again.values()] == ["ok", "ok"] and all(again[k]["run_id"] != first[k]["run_id"] for k in first)
+    assert sorted(os.listdir(archive)) == ["astronaut.jpg", "chelsea.jpg"] and not os.listdir(src)
+
+
 def test_another_outputs_annotated_copies_as_input_are_announced(tmp_path):
     src = tmp_path / "in"
     src.mkdir()

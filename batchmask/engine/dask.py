@@ -150,6 +150,7 @@ class DaskEngine:
                     self.cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=":0")
                 self.client = Client(self.cluster, set_as_default=False)
         except (OSError, TimeoutError) as e:
+            self.close()
             raise EngineError(f"cannot reach the Dask scheduler at {scheduler} within {connect_timeout:g} s ({e})") from None
         except BaseException:
             self.close()
