@@ -93,7 +93,7 @@ def canonical_names(model) -> None:
 
     tf2onnx numbers the tensors it makes from a counter whose order varies from process to
     process, so the same network exported twice gave two files (two checksums); after this,
-    the same weights give the same bytes. Graph inputs and outputs keep their names.
+    the same graph gives the same bytes. Graph inputs and outputs keep their names.
     """
     from onnx import AttributeProto
 

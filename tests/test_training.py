@@ -18,11 +18,11 @@ pytestmark = [needs_shared, pytest.mark.shared]
 def test_build_train_and_use_a_model(tmp_path, photo_tree):
     pytest.importorskip("tensorflow", reason="training needs the 'train' extra")
     data = tmp_path / "data"
-    r = batchmask(
+    built = batchmask(
         "data", "build", "--unmasked", SHARED_DATA / "unmasked_faces", "--unmasked", SHARED_DATA / "vggface2_sample",
         "--masked", SHARED_DATA / "masked_faces_real", "--out", data, "--limit", "40", "-q",
     )
-    assert r.returncode == 0, r.stderr
+    assert built.returncode == 0, built.stderr
     rows = list(csv.DictReader(open(data / "metadata.csv")))
     assert len(rows) >= 100 and {r["label"] for r in rows} == {"masked", "unmasked", "incorrect"}
     artificial = [r for r in rows if r["artificial"] == "True"]
@@ -40,7 +40,7 @@ def test_build_train_and_use_a_model(tmp_path, photo_tree):
     again = batchmask(*small, "--out", tmp_path / "data2")
     assert again.returncode == 0, again.stderr
     assert "val has no masked and no unmasked crops" in again.stderr.replace("\n", " "), again.stderr  # 10 crops: too few for three splits
-    assert "has no" not in r.stderr  # the build of 40 per source fills every split
+    assert "has no" not in built.stderr  # the build of 40 per source fills every split
     listed = {r["crop"] for r in csv.DictReader(open(tmp_path / "data2" / "metadata.csv"))}
     on_disk = {p.relative_to(tmp_path / "data2").as_posix() for p in (tmp_path / "data2").rglob("*.jpg")}
     assert listed == on_disk and len(listed) <= 10
@@ -240,9 +240,13 @@ def test_train_is_repeatable_and_warns_when_validation_lacks_a_class(tmp_path):
     r = batchmask("train", flat, "--out", tmp_path / "m", "--epochs", "1", timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "the validation crops hold no unmasked faces" in r.stderr.replace("\n", " "), r.stderr[-2000:]
-    # the same data and seed give the same model, byte for byte (op determinism, canonical ONNX names)
+    # the same data and seed give the same model: the same predictions, bit for bit (the ONNX file's bytes
+    # usually match too, but tf2onnx now and then folds a reshape differently)
     assert batchmask("train", flat, "--out", tmp_path / "again", "--epochs", "1", timeout=600).returncode == 0
-    assert (tmp_path / "again" / "model.onnx").read_bytes() == (tmp_path / "m" / "model.onnx").read_bytes()
+    crops = (np.random.default_rng(0).random((8, 96, 96, 3)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(MaskClassifier(tmp_path / "again").classify(crops), MaskClassifier(tmp_path / "m").classify(crops))
+    history = [json.loads((tmp_path / d / "model.json").read_text())["metrics"] for d in ("m", "again")]
+    assert history[0] == history[1]
 
 
 def test_sigterm_stops_a_data_build_like_ctrl_c(tmp_path):
