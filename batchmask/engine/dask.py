@@ -87,14 +87,25 @@ def _signals_held():
 
 
 class _NoCloseTracebacks(logging.Filter):
-    """Drops the tracebacks a client logs while it closes itself after losing its scheduler
-    (CancelledError inside its own shutdown); the run then says what happened and how to resume."""
+    """Drops the tracebacks distributed logs while a client shuts down after losing its scheduler
+    (CancelledError, a closed comm): the run then says in one line what happened and how to resume."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+        from distributed.comm.core import CommClosedError
+
+        if record.exc_info and isinstance(record.exc_info[1], (asyncio.CancelledError, CommClosedError)):
+            if not record.getMessage().strip():
+                return False
+            record.exc_info, record.exc_text = None, None  # the line stays, its traceback goes
+        return True
 
 
-_CLIENT_LOG = logging.getLogger("distributed.client")
+def _log_handlers() -> list[logging.Handler]:
+    """The handlers distributed prints its log with (on its own loggers, which do not propagate)."""
+    found: list[logging.Handler] = []
+    for name in ("distributed", "distributed.client"):
+        found += [h for h in logging.getLogger(name).handlers if h not in found]
+    return found
 
 
 def _plugin_name(config: WorkerConfig) -> str:
@@ -138,8 +149,9 @@ class DaskEngine:
         self.config = config
         self.cluster = self.client = None
         self.plugin = None
-        self._quiet = _NoCloseTracebacks()
-        _CLIENT_LOG.addFilter(self._quiet)
+        self._quiet, self._handlers = _NoCloseTracebacks(), _log_handlers()
+        for handler in self._handlers:
+            handler.addFilter(self._quiet)
         scheduler = scheduler.rstrip("/") if scheduler else scheduler  # tcp://host:8786/ names the same scheduler
         try:
             if scheduler:
@@ -189,7 +201,8 @@ class DaskEngine:
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
-        _CLIENT_LOG.removeFilter(self._quiet)
+        for handler in self._handlers:
+            handler.removeFilter(self._quiet)
 
     def results(self, batches: Iterable[list[Task]]) -> Iterator[dict]:
         from concurrent.futures import CancelledError
