@@ -318,7 +318,8 @@ class RunSession:
         return inputs
 
     def select(self, inputs: list[InputFile]) -> list[InputFile]:
-        """The inputs that need processing (new, changed, --force); their old rows are dropped."""
+        """The inputs that need processing (new, changed, --force). Rows of changed photos are dropped
+        now; a --force keeps each photo's rows until its new ones replace them (OutputStore staging)."""
         if self.archive_dir is not None:
             names = {f.rel for f in inputs}
             inputs = [self._archive_alias(f, names) for f in inputs]
