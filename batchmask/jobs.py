@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -64,6 +65,57 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
 }
 JOB_KEYS = {"name": "str", "lock": "path"}
 _MINIMUM = {"workers": 1, "timeout": 0, "max_pixels": 1, "last_days": 1, "thumbnails": 0, "epochs": 1, "batch_size": 1, "tuning": 1, "limit": 0, "min_width": 0, "exclude_first": 0}
+
+
+_HEADER = re.compile(r"\s*(\[\[|\[)\s*([A-Za-z0-9_-]+)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"""\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=""")
+
+
+def _odd_triple_quotes(text: str) -> bool:
+    return text.count('"""') % 2 == 1 or text.count("'''") % 2 == 1
+
+
+class _Lines:
+    """Where each table and key of a job file is written, for messages (tomllib keeps no positions).
+
+    Tables are "top" (the run keys), "job", "report" and ("step", i). A line scan, not a parser:
+    lines inside multi-line strings and arrays are skipped, and a key it cannot place gets its
+    table's header line (or no line)."""
+
+    def __init__(self, text: str):
+        self.tables: dict = {"top": (0, {})}
+        current, steps, in_string, open_brackets = self.tables["top"], 0, False, 0
+        for n, line in enumerate(text.splitlines(), start=1):
+            if in_string:
+                in_string = not _odd_triple_quotes(line)
+                continue
+            if open_brackets:
+                open_brackets = max(0, open_brackets + line.count("[") - line.count("]"))
+                continue
+            header = _HEADER.match(line)
+            if header:
+                name = header.group(2)
+                if header.group(1) == "[[" and name == "step":
+                    steps += 1
+                    current = self.tables.setdefault(("step", steps), (n, {}))
+                elif name in ("job", "report"):
+                    current = self.tables.setdefault(name, (n, {}))
+                else:  # an unknown table, which the loader reads as an unknown run key
+                    self.tables["top"][1].setdefault(name, n)
+                    current = (n, {})
+                continue
+            assignment = _KEY.match(line)
+            if assignment:
+                current[1].setdefault(next(g for g in assignment.groups() if g is not None), n)
+                value = line[assignment.end():]
+                in_string = _odd_triple_quotes(value)
+                open_brackets = 0 if in_string else max(0, value.count("[") - value.count("]"))
+
+    def at(self, file: str, table, label: str, key: str | None = None) -> str:
+        """`job.toml:12 [[step]] 2 (train)`: the key's line, else the table's header line."""
+        header, keys = self.tables.get(table, (0, {}))
+        line = keys.get(key, header) if key is not None else header
+        return f"{file}:{line} {label}".rstrip() if line else f"{file} {label}".rstrip()
 
 
 @dataclass
@@ -127,39 +179,42 @@ def _convert(value, kind: str, where: str, key: str, base: Path):
     raise AssertionError(kind)
 
 
-def _step(do: str, table: dict, where: str, base: Path) -> Step:
+def _step(do: str, table: dict, base: Path, lines: _Lines, file: str, tkey, label: str) -> Step:
+    def at(key: str | None = None) -> str:
+        return lines.at(file, tkey, label, key)
+
     allowed = STEP_KEYS[do]
     for key in table:
         if key not in allowed:
             hint = ("; keys written after a [table] header belong to that table: put the run's keys above it"
                     if do == "report" and key in STEP_KEYS["run"] else "")
-            raise JobError(f"{where}: unknown key {key!r} (the {do} step takes: {', '.join(allowed)}){hint}")
+            raise JobError(f"{at(key)}: unknown key {key!r} (the {do} step takes: {', '.join(allowed)}){hint}")
     args = {}
     for key, (kind, required) in allowed.items():
         if key in table:
-            args[key] = _convert(table[key], kind, where, key, base)
+            args[key] = _convert(table[key], kind, at(key), key, base)
         elif required:
-            raise JobError(f"{where}: missing key {key!r}")
+            raise JobError(f"{at()}: missing key {key!r}")
     for key, low in _MINIMUM.items():
         if key in args and args[key] < low:
-            raise JobError(f"{where}: {key} must be at least {low}, not {args[key]}")
+            raise JobError(f"{at(key)}: {key} must be at least {low}, not {args[key]}")
     if do == "run" and args.get("labels", 3) not in (2, 3):
-        raise JobError(f"{where}: labels must be 2 or 3, not {args['labels']}")
+        raise JobError(f"{at('labels')}: labels must be 2 or 3, not {args['labels']}")
     if do == "run" and not 0 <= args.get("threshold", 0.5) <= 1:
-        raise JobError(f"{where}: threshold must be between 0 and 1, not {args['threshold']}")
+        raise JobError(f"{at('threshold')}: threshold must be between 0 and 1, not {args['threshold']}")
     from .engine import scheduler_address_problem
 
     if "scheduler" in args and scheduler_address_problem(args["scheduler"]):
-        raise JobError(f"{where}: scheduler: {scheduler_address_problem(args['scheduler'])}")
+        raise JobError(f"{at('scheduler')}: scheduler: {scheduler_address_problem(args['scheduler'])}")
     if args.get("engine", "local") not in ("local", "dask"):
-        raise JobError(f"{where}: engine must be local or dask, not {args['engine']!r}")
+        raise JobError(f"{at('engine')}: engine must be local or dask, not {args['engine']!r}")
     if do == "report" and args.get("by", "day") not in ("day", "folder", "camera"):
-        raise JobError(f"{where}: by must be day, folder or camera, not {args['by']!r}")
+        raise JobError(f"{at('by')}: by must be day, folder or camera, not {args['by']!r}")
     if do == "report" and "last_days" in args and ("since" in args or "until" in args):
-        raise JobError(f"{where}: last_days and since / until choose the same period: give one or the other")
+        raise JobError(f"{at('last_days')}: last_days and since / until choose the same period: give one or the other")
     if do == "report" and "since" in args and "until" in args and args["since"] > args["until"]:
-        raise JobError(f"{where}: since ({args['since']}) is after until ({args['until']})")
-    return Step(do, args, where)
+        raise JobError(f"{at('until')}: since ({args['since']}) is after until ({args['until']})")
+    return Step(do, args, f"{file} {label}")
 
 
 def default_lock_path(job_path: Path) -> Path:
@@ -169,56 +224,59 @@ def default_lock_path(job_path: Path) -> Path:
 
 
 def load_job(path: str | os.PathLike) -> Job:
+    """The job file validated whole; a JobError names the file, line and key at fault."""
     path = Path(path).resolve()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise JobError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise JobError(f"{path}: not a UTF-8 text file") from None
-    base = path.parent
-    where = path.name
+    base, file, lines = path.parent, path.name, _Lines(text)
     job_table = data.pop("job", {})
     if not isinstance(job_table, dict):
-        raise JobError(f"{where}: [job] must be a table")
+        raise JobError(f"{lines.at(file, 'top', '', 'job')}: [job] must be a table")
     for key in job_table:
         if key not in JOB_KEYS:
             hint = "; keys written after a [table] header belong to that table: put the run's keys above [job]" if key in STEP_KEYS["run"] else ""
-            raise JobError(f"{where} [job]: unknown key {key!r} (expected: {', '.join(JOB_KEYS)}){hint}")
-    name = _convert(job_table.get("name", path.stem), "str", f"{where} [job]", "name", base)
-    lock = _convert(job_table["lock"], "path", f"{where} [job]", "lock", base) if "lock" in job_table else default_lock_path(path)
+            raise JobError(f"{lines.at(file, 'job', '[job]', key)}: unknown key {key!r} (expected: {', '.join(JOB_KEYS)}){hint}")
+    name = _convert(job_table.get("name", path.stem), "str", lines.at(file, "job", "[job]", "name"), "name", base)
+    lock = (_convert(job_table["lock"], "path", lines.at(file, "job", "[job]", "lock"), "lock", base) if "lock" in job_table
+            else default_lock_path(path))
     job = Job(path, name, lock)
     if "step" in data:
         steps = data.pop("step")
         if data:
-            raise JobError(f"{where}: with [[step]] tables, nothing else belongs at the top level (found {', '.join(map(repr, data))})")
+            raise JobError(f"{lines.at(file, 'top', '', next(iter(data)))}: with [[step]] tables, nothing else belongs at the top level "
+                           f"(found {', '.join(map(repr, data))})")
         if not isinstance(steps, list):
-            raise JobError(f"{where}: step must be an array of tables ([[step]])")
+            raise JobError(f"{lines.at(file, 'top', '', 'step')}: step must be an array of tables ([[step]])")
         for i, table in enumerate(steps, start=1):
             if not isinstance(table, dict):
-                raise JobError(f"{where}: step {i} must be a table ([[step]] with do = ...), not {table!r}")
+                raise JobError(f"{lines.at(file, 'top', '', 'step')}: step {i} must be a table ([[step]] with do = ...), not {table!r}")
             do = table.pop("do", None)
             if not isinstance(do, str) or do not in STEP_KEYS:
-                raise JobError(f"{where} [[step]] {i}: do must be one of {', '.join(STEP_KEYS)}, not {do!r}")
-            job.steps.append(_step(do, table, f"{where} [[step]] {i} ({do})", base))
+                raise JobError(f"{lines.at(file, ('step', i), f'[[step]] {i}', 'do')}: do must be one of {', '.join(STEP_KEYS)}, not {do!r}")
+            job.steps.append(_step(do, table, base, lines, file, ("step", i), f"[[step]] {i} ({do})"))
     else:
         report = data.pop("report", None)
         if data:
-            job.steps.append(_step("run", data, f"{where} (run keys)", base))
+            job.steps.append(_step("run", data, base, lines, file, "top", "(run keys)"))
         if report is not None:
             if not isinstance(report, dict):
-                raise JobError(f"{where}: report must be a table ([report])")
-            step = _step("report", report, f"{where} [report]", base)
+                raise JobError(f"{lines.at(file, 'top', '', 'report')}: report must be a table ([report])")
+            step = _step("report", report, base, lines, file, "report", "[report]")
             if "outputs" not in step.args:
                 if not job.steps:
-                    raise JobError(f"{where} [report]: outputs is required when the job has no run")
+                    raise JobError(f"{lines.at(file, 'report', '[report]')}: outputs is required when the job has no run")
                 step.args["outputs"] = [job.steps[0].args["output"]]
             job.steps.append(step)
     if not job.steps:
-        raise JobError(f"{where}: nothing to do (give run keys such as input and output, or [[step]] tables)")
-    for step in job.steps:
+        raise JobError(f"{file}: nothing to do (give run keys such as input and output, or [[step]] tables)")
+    for i, step in enumerate(job.steps, start=1):
         if step.do == "report" and "outputs" not in step.args:
-            raise JobError(f"{step.where}: missing key 'outputs'")
+            raise JobError(f"{lines.at(file, ('step', i), f'[[step]] {i} (report)')}: missing key 'outputs'")
     return job
 
 

@@ -22,12 +22,16 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
 
 
 @pytest.mark.parametrize("text, message", [
-    ('input = "in"\noutput = "out"\ntreshold = 0.3\n', "unknown key 'treshold' (the run step takes: input, output,"),
+    ('input = "in"\noutput = "out"\ntreshold = 0.3\n', "job.toml:3 (run keys): unknown key 'treshold' (the run step takes: input, output,"),
     ('input = "in"\noutput = "out"\nworkers = "two"\n', "workers must be an integer, not 'two'"),
     ('input = "in"\n', "missing key 'output'"),
     ('input = "in"\noutput = "out"\nthreshold = 1.5\n', "threshold must be between 0 and 1"),
-    ('input = "in"\noutput = "out"\n[report]\nout = "r.csv"\nby = "week"\n', "[report]: by must be day, folder or camera, not 'week'"),
-    ('[[step]]\ndo = "train"\ndata = "d"\nout = "m"\nepoch = 3\n', "[[step]] 1 (train): unknown key 'epoch'"),
+    ('input = "in"\noutput = "out"\n[report]\nout = "r.csv"\nby = "week"\n', "job.toml:5 [report]: by must be day, folder or camera, not 'week'"),
+    ('[[step]]\ndo = "train"\ndata = "d"\nout = "m"\nepoch = 3\n', "job.toml:5 [[step]] 1 (train): unknown key 'epoch'"),
+    ('[job]\nname = "n"\n\n[[step]]\ndo = "evaluate"\nimages = "i"\nboxes = "b.csv"\nout = "r"\ntitle = """\nworkers = 3\n"""\nworkers = 0\n',
+     "job.toml:12 [[step]] 1 (evaluate): workers must be at least 1, not 0"),
+    ('[[step]]\ndo = "data-build"\nunmasked = [\n "u",\n]\nmasked = "m"\nout = "o"\n[[step]]\ndo = "train"\ndata = "d"\n',
+     "job.toml:8 [[step]] 2 (train): missing key 'out'"),
     ('[[step]]\ndo = "bake"\n', "do must be one of run, report, data-build, train, ensemble, calibrate, evaluate, not 'bake'"),
     ('input = "in"\noutput = \n', "not valid TOML"),
     ('[job]\nname = "x"\n', "nothing to do"),
@@ -41,9 +45,17 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('input = "in"\noutput = "out"\n[report]\nout = "r.csv"\nworkers = 1\n', "keys written after a [table] header belong to that table"),
 ])
 def test_bad_job_files_name_the_fault(tmp_path, text, message):
-    r = batchmask("job", "run", write_job(tmp_path, text))
+    from batchmask.jobs import JobError, load_job
+
+    with pytest.raises(JobError) as caught:
+        load_job(write_job(tmp_path, text))
+    assert message in str(caught.value)
+
+
+def test_a_bad_job_file_is_a_usage_error_naming_its_line(tmp_path):
+    r = batchmask("job", "run", write_job(tmp_path, '# nightly\ninput = "in"\noutput = "out"\n\nworkers = 0\n'))
     assert r.returncode == 2, r.stderr
-    assert message in r.stderr.replace("\n", ""), r.stderr
+    assert "job.toml:5 (run keys): workers must be at least 1, not 0" in r.stderr.replace("\n", ""), r.stderr
 
 
 def test_shipped_job_examples_are_valid():
