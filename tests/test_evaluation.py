@@ -275,6 +275,12 @@ def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path)
     assert "the first photo by sorted name (calibration's tuning photos) left out" in (tmp_path / "h" / "report.md").read_text()
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "2")
     assert r.returncode == 2 and "--exclude-first 2 leaves none of the 2 annotated photos" in r.stderr
+    # `face` is read as unmasked (AIZOO's convention), with a warning: a plain face-detection set has no mask labels
+    faces_gt = tmp_path / "faces.csv"
+    faces_gt.write_text("image,x1,y1,x2,y2,label\na.jpg,170,75,280,185,face\n")
+    r = batchmask("evaluate", photos, "--boxes", faces_gt, "--out", tmp_path / "f", "--predictions", preds, "-q")
+    assert r.returncode == 0 and "1 labelled 'face': read as unmasked" in r.stderr.replace("\n", " "), r.stderr
+    assert json.loads((tmp_path / "f" / "metrics.json").read_text())["table"]["unmasked"]["identified_wrong"] == 1
     preds.write_text(line + line)
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
     assert r.returncode == 2 and "p.jsonl:2: image 'a.jpg' was already given on line 1" in r.stderr, r.stderr

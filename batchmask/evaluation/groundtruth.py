@@ -32,11 +32,27 @@ GroundTruth = dict[str, list[tuple[list[float], str]]]
 IGNORE = "ignore"
 
 
-def _label(raw, where: str) -> str:
-    label = ALIASES.get(raw.strip().lower()) if isinstance(raw, str) else None
+# `face` is AIZOO's name for a face without a mask, but in a plain face-detection set it means any face
+AMBIGUOUS = {"face"}
+
+
+def _label(raw, where: str, counts: dict | None = None) -> str:
+    name = raw.strip().lower() if isinstance(raw, str) else None
+    label = ALIASES.get(name)
     if label is None:
         raise GroundTruthError(f"{where}: unknown label {raw!r} (expected one of {', '.join(LABELS)})")
+    if counts is not None and name in AMBIGUOUS:
+        counts[name] = counts.get(name, 0) + 1
     return label
+
+
+def ambiguous_label_warning(counts: dict) -> str | None:
+    """What to tell a user whose ground truth used a label that may not mean what we read."""
+    if not counts:
+        return None
+    said = ", ".join(f"{n} labelled {name!r}" for name, n in sorted(counts.items()))
+    return (f"{said}: read as unmasked (the AIZOO data set's name for a face without a mask); if these are plain face "
+            "boxes with no mask labels, only the detector figures (recall, precision, false detections) mean anything")
 
 
 def _number(value) -> float:
@@ -59,19 +75,21 @@ def _box(values: list, where: str) -> list[float]:
     return box
 
 
-def load_ground_truth(path: str | Path) -> GroundTruth:
-    """Boxes per image name; an error for any malformed entry and for a file with no face at all."""
+def load_ground_truth(path: str | Path, ambiguous: dict | None = None) -> GroundTruth:
+    """Boxes per image name; an error for any malformed entry and for a file with no face at all.
+
+    `ambiguous`, when given, counts the boxes whose label is one of AMBIGUOUS, by name."""
     path = Path(path)
     if path.is_dir():
-        gt = _load_voc(path, sorted(p for p in path.rglob("*.xml") if p.is_file()))
+        gt = _load_voc(path, sorted(p for p in path.rglob("*.xml") if p.is_file()), ambiguous)
     elif not path.is_file():
         raise GroundTruthError(f"{path}: no such file or folder")
     elif path.suffix.lower() == ".json":
-        gt = _load_coco(path)
+        gt = _load_coco(path, ambiguous)
     elif path.suffix.lower() == ".xml":
-        gt = _load_voc(path, [path])
+        gt = _load_voc(path, [path], ambiguous)
     else:
-        gt = _load_csv(path)
+        gt = _load_csv(path, ambiguous)
     if not any(label != IGNORE for boxes in gt.values() for _, label in boxes):
         raise GroundTruthError(f"{path}: no annotated faces")
     merged: GroundTruth = {}
@@ -108,7 +126,7 @@ def _text(path: Path) -> str:
         raise GroundTruthError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def _load_csv(path: Path) -> GroundTruth:
+def _load_csv(path: Path, ambiguous: dict | None) -> GroundTruth:
     gt: GroundTruth = defaultdict(list)
     reader = csv.reader(io.StringIO(_text(path), newline=""))
     start = 1
@@ -148,13 +166,13 @@ def _load_csv(path: Path) -> GroundTruth:
             if key in first_line:
                 raise GroundTruthError(f"{where}: the same box of {row['image']!r} is on line {first_line[key]} already (a face listed twice would count as missed)")
             first_line[key] = start
-            gt[row["image"]].append((box, _label(row["label"], where)))
+            gt[row["image"]].append((box, _label(row["label"], where, ambiguous)))
     except csv.Error as e:
         raise GroundTruthError(f"{path}:{start}: not valid CSV ({e})") from None
     return dict(gt)
 
 
-def _load_voc(where: Path, files: list[Path]) -> GroundTruth:
+def _load_voc(where: Path, files: list[Path], ambiguous: dict | None) -> GroundTruth:
     """Image name from <filename> (else the XML file's name with .jpg); one file per image."""
     gt: GroundTruth = {}
     source: dict[str, Path] = {}
@@ -180,7 +198,7 @@ def _load_voc(where: Path, files: list[Path]) -> GroundTruth:
             if bb is None:
                 raise GroundTruthError(f"{at}: no <bndbox>")
             box = _box([bb.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")], at)
-            label = _label(obj.findtext("name") or "", at)
+            label = _label(obj.findtext("name") or "", at, ambiguous)
             boxes.append((box, IGNORE if (obj.findtext("difficult") or "0").strip() == "1" else label))
         gt[name] = boxes
     return gt
@@ -190,7 +208,7 @@ def _is_id(value) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
-def _load_coco(path: Path) -> GroundTruth:
+def _load_coco(path: Path, ambiguous: dict | None) -> GroundTruth:
     try:
         data = json.loads(_text(path))
     except ValueError as e:
@@ -227,6 +245,6 @@ def _load_coco(path: Path) -> GroundTruth:
             x, y, w, h = (_number(v) for v in bbox)
         except ValueError:
             raise GroundTruthError(f"{where}: bbox must be 4 finite numbers, got {bbox!r}") from None
-        label = _label(cats[ann["category_id"]], where)
+        label = _label(cats[ann["category_id"]], where, ambiguous)
         gt[images[ann["image_id"]]].append((_box([x, y, x + w, y + h], where), IGNORE if ann.get("iscrowd") else label))
     return gt
