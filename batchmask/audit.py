@@ -191,11 +191,36 @@ def audit_table(images, faces, by: str = "day"):
     return table.reset_index()
 
 
+def drop_repeated_photos(outputs: list, images, faces):
+    """Each photo once: a photo that several OUTPUTs made rows for from the same INPUT (the run
+    records say which INPUT each row's run read) keeps only its latest rows. Rows whose run has
+    no record are kept as they are. Returns images, faces and the number of photos dropped."""
+    if len(outputs) < 2 or "run_id" not in images or images.empty:
+        return images, faces, 0
+    inputs: dict[tuple[str, str], str] = {}
+    for out in outputs:
+        for run_id, run in run_records(_read(out, "run.json"), _read(out, "runs.jsonl")).items():
+            if isinstance(run.get("input"), str):
+                inputs[(str(out), run_id)] = run["input"].rstrip("/")
+    source = [inputs.get((o, r)) for o, r in zip(images["output"], images["run_id"])]
+    keyed = images.assign(_source=source)
+    known = keyed[keyed["_source"].notna()]
+    latest = known.sort_values("run_id", kind="stable").drop_duplicates(["_source", "image"], keep="last")
+    dropped = known.drop(latest.index)
+    if dropped.empty:
+        return images, faces, 0
+    images = images.drop(dropped.index)
+    gone = set(zip(dropped["output"], dropped["image"]))
+    faces = faces[[key not in gone for key in zip(faces["output"], faces["image"])]]
+    return images, faces, len(dropped)
+
+
 @dataclass
 class AuditResult:
     table: object  # pandas DataFrame
     totals: dict
     path: Path
+    repeated: int = 0  # photos found in more than one OUTPUT, counted once
 
 
 REPORT_SUFFIXES = (".csv", ".html", ".htm")
@@ -223,6 +248,7 @@ def write_audit(outputs: list, out: Path, by: str = "day", since=None, until=Non
     if problem:
         raise AuditError(problem)
     images, faces = load_tables(outputs)
+    images, faces, repeated = drop_repeated_photos(outputs, images, faces)
     images = select_images(images, since, until)
     faces = faces.merge(images[["output", "image"]], on=["output", "image"], how="inner")
     table = audit_table(images, faces, by)
@@ -230,13 +256,13 @@ def write_audit(outputs: list, out: Path, by: str = "day", since=None, until=Non
     classified = sum(totals[k] for k in COUNTS)
     totals["compliance_rate"] = round(totals["masked"] / classified, 4) if classified else None
     if out.suffix.lower() in (".html", ".htm"):
-        page = _html(table, totals, by, since, until, outputs, images, faces, thumbnails)
+        page = _html(table, totals, by, since, until, outputs, images, faces, thumbnails, repeated)
         atomic_write_text(out, page)
     else:
         safe = table.copy()
         safe[by] = safe[by].map(spreadsheet_safe)
         atomic_write_bytes(out, safe.to_csv(index=False).encode("utf-8"))
-    return AuditResult(table, totals, out)
+    return AuditResult(table, totals, out, repeated)
 
 
 def _chart_png(table, by: str) -> bytes:
@@ -373,7 +399,7 @@ def run_settings(outputs: list, images) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
-def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: int) -> str:
+def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: int, repeated: int = 0) -> str:
     esc = html.escape
     period = f"{since or '…'} to {until or '…'}" if since or until else "All dates"
     chart = base64.b64encode(_chart_png(table, by)).decode() if len(table) else ""
@@ -412,7 +438,10 @@ def _html(table, totals, by, since, until, outputs, images, faces, thumbnails: i
         f"<h1>Mask compliance by {esc(by)}</h1>"
         f"<p>{esc(period)} · {totals['images']} photos ({totals['errors']} unreadable) · {totals['faces']} faces · "
         f"compliance {'–' if rate is None else f'{rate * 100:.1f} %'} (masked / classified faces; a mask worn incorrectly is non-compliant)</p>"
-        f"<p>Sources: {', '.join(esc(str(o)) for o in outputs)}. Generated {dt.datetime.now():%Y-%m-%d %H:%M}.</p>"
+        f"<p>Sources: {', '.join(esc(str(o)) for o in outputs)}. Generated {dt.datetime.now():%Y-%m-%d %H:%M}."
+        + (f" {repeated} photo{_s(repeated)} processed into more than one of them from the same INPUT "
+           f"{'is' if repeated == 1 else 'are'} counted once, by {'its' if repeated == 1 else 'their'} latest rows." if repeated else "")
+        + "</p>"
         + (f"<p>Labelled with: {'; '.join(f'{n} photo{_s(n)} {esc(s)}' for s, n in settings)}"
            + (" (counts made with different settings are not directly comparable)</p>" if len(settings) > 1 else "</p>") if settings else "")
         + (f"<img class='chart' alt='chart' src='data:image/png;base64,{chart}'>" if chart else "<p>No photos in this period.</p>")

@@ -421,6 +421,9 @@ def report(
         _fail(str(e), EXIT_USAGE)
     except OSError as e:
         _fail(f"{e.filename or out}: {e.strerror or e}")
+    if result.repeated:
+        err.print(f"note: {_count(result.repeated, 'photo')} processed into more than one of these OUTPUTs from the same INPUT: "
+                  "each counted once, by its latest rows")
     t = result.totals
     rate = "–" if t["compliance_rate"] is None else f"{t['compliance_rate'] * 100:.1f} %"
     err.print(f"{_count(len(result.table), 'row')} by {by}, {_count(t['images'], 'photo')}, {_count(t['faces'], 'face')}: {t['masked']} masked, "
@@ -602,14 +605,17 @@ def calibrate(
         _fail(f"images folder not found: {images}", EXIT_USAGE)
     _needs_extra("calibrate", "eval")
     _sigterm_as_interrupt()
-    from .evaluation.groundtruth import GroundTruthError, load_ground_truth
+    from .evaluation.groundtruth import GroundTruthError, ambiguous_label_warning, load_ground_truth
     from .evaluation.operating_point import CalibrationError, choose_operating_point
     from .models import ModelError
 
+    ambiguous: dict = {}
     try:
-        load_ground_truth(boxes)
+        load_ground_truth(boxes, ambiguous)
     except GroundTruthError as e:
         _fail(f"bad ground truth: {e}", EXIT_USAGE)
+    if ambiguous:
+        err.print(f"warning: {boxes}: {ambiguous_label_warning(ambiguous)}", style="yellow")
     with Progress(TextColumn("[bold]calibrate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err, disable=quiet) as bar:
         task = bar.add_task("calibrate", total=None)
@@ -665,15 +671,18 @@ def evaluate(
         return
     if boxes is None:
         _fail("--boxes is required (ground truth), unless --crops evaluates the classifier on crop folders", EXIT_USAGE)
-    from .evaluation.groundtruth import GroundTruthError, load_ground_truth
+    from .evaluation.groundtruth import GroundTruthError, ambiguous_label_warning, load_ground_truth
     from .evaluation.report import PredictionsError, covered_images, fmt, labelled_threshold, load_predictions, write_report
 
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
+    ambiguous: dict = {}
     try:
-        annotated = load_ground_truth(boxes)
+        annotated = load_ground_truth(boxes, ambiguous)
     except GroundTruthError as e:
         _fail(f"bad ground truth: {e}", EXIT_USAGE)
+    if ambiguous:
+        err.print(f"warning: {boxes}: {ambiguous_label_warning(ambiguous)}", style="yellow")
     if exclude_first >= len(annotated):
         _fail(f"--exclude-first {exclude_first} leaves none of the {len(annotated)} annotated photos in {boxes}", EXIT_USAGE)
     held_out_note, excluded = "", set()

@@ -280,3 +280,23 @@ def test_an_error_row_without_a_file_date_counts_on_the_day_it_was_made(tmp_path
     assert report_table(tmp_path, "--last-days", "1").equals(table)  # today, as a job's last_days = 1
     r = batchmask("report", tmp_path / "out", "--out", tmp_path / "x.csv", "--last-days", "7", "--since", today)
     assert r.returncode == 2 and "--last-days and --since / --until" in r.stderr
+
+
+def test_photos_in_two_outputs_from_the_same_input_count_once(audited, tmp_path):
+    root, out = audited
+    copy = tmp_path / "copy"  # a second OUTPUT holding rows for the same photos of the same INPUT
+    shutil.copytree(out, copy)
+    r = batchmask("report", out, copy, "--out", tmp_path / "both.csv")
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "both.csv")["images"].sum() == 6
+    assert "note: 6 photos processed into more than one of these OUTPUTs from the same INPUT" in r.stderr.replace("\n", " ")
+    r = batchmask("report", out, copy, "--out", tmp_path / "both.html")
+    assert r.returncode == 0 and "6 photos processed into more than one of them from the same INPUT are counted once" in (tmp_path / "both.html").read_text()
+    # the same names from another INPUT (another site) are other photos
+    for name in ("run.json", "runs.jsonl"):
+        path = copy / name
+        if path.exists():
+            path.write_text(path.read_text().replace(str((root / "in").resolve()), "/srv/site-b/incoming"))
+    r = batchmask("report", out, copy, "--out", tmp_path / "sites.csv")
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    assert pd.read_csv(tmp_path / "sites.csv")["images"].sum() == 12
