@@ -8,9 +8,12 @@ augmentation can zoom and shift without inventing borders.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +24,40 @@ from .evaluation.crops import best_balanced_threshold, binary_metrics, three_lab
 from .datasets.splits import assign_split
 from .images import ImageError, is_image_name, load_image
 from .storage import atomic_write_json
+
+# TensorFlow's C++ notes that say nothing to a user: absl's start-up banner, the oneDNN
+# notice, and a tf.data attribute that this TensorFlow's own op registry does not know
+_TF_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
+             "mentions attribute use_unbounded_threadpool", "This TensorFlow binary is optimized to use available CPU",
+             "rebuild TensorFlow with the appropriate compiler flags")
+
+
+@contextlib.contextmanager
+def _tf_notes_dropped():
+    """Hold what is written to file descriptor 2, then pass on every line but _TF_NOISE.
+
+    TensorFlow writes those notes from C++ through absl, before TF_CPP_MIN_LOG_LEVEL applies,
+    so only the descriptor can catch them. Python's own lines come through, a little later."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a daemon): nothing to filter
+        yield
+        return
+    held = tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        held.seek(0)
+        kept = [line for line in held.read().decode("utf-8", "replace").splitlines(keepends=True) if not any(n in line for n in _TF_NOISE)]
+        held.close()
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 INPUT_SIZE = 96
 
@@ -232,8 +269,9 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
         # TensorFlow 2.21's oneDNN kernels crash (segfault, heap corruption) while training
         # the FER mini-Xception's layers on this CPU; the plain kernels train it fine
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import keras
-    import tensorflow as tf
+    with _tf_notes_dropped():
+        import keras
+        import tensorflow as tf
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()  # repeatable: the same seed and data give the same model
     stored = 128
@@ -301,8 +339,9 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
 
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
-    export_onnx(model, onnx_path, INPUT_SIZE)
-    _check_export(onnx_path, model, x_va[:16], stored, centre_frac)
+    with _tf_notes_dropped():
+        export_onnx(model, onnx_path, INPUT_SIZE)
+        _check_export(onnx_path, model, x_va[:16], stored, centre_frac)
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     meta = {
