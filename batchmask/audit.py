@@ -197,22 +197,26 @@ def drop_repeated_photos(outputs: list, images, faces):
     no record are kept as they are. Returns images, faces and the number of photos dropped."""
     if len(outputs) < 2 or "run_id" not in images or images.empty:
         return images, faces, 0
-    inputs: dict[tuple[str, str], str] = {}
+    runs: dict[tuple[str, str], tuple[str, float]] = {}  # (output, run_id) -> (INPUT, start time)
     for out in outputs:
         for run_id, run in run_records(_read(out, "run.json"), _read(out, "runs.jsonl")).items():
+            try:  # started is local time with its UTC offset: compared as instants, not as text
+                started = dt.datetime.strptime(run["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            except (KeyError, TypeError, ValueError):
+                continue
             if isinstance(run.get("input"), str):
-                inputs[(str(out), run_id)] = run["input"].rstrip("/")
-    source = [inputs.get((o, r)) for o, r in zip(images["output"], images["run_id"])]
-    keyed = images.assign(_source=source)
-    known = keyed[keyed["_source"].notna()]
-    latest = known.sort_values("run_id", kind="stable").drop_duplicates(["_source", "image"], keep="last")
-    dropped = known.drop(latest.index)
+                runs[(str(out), run_id)] = (run["input"].rstrip("/"), started)
+    known = [runs.get((o, r)) for o, r in zip(images["output"], images["run_id"])]
+    keyed = images.assign(_source=[k[0] if k else None for k in known], _started=[k[1] if k else None for k in known])
+    keyed = keyed[keyed["_source"].notna()]
+    latest = keyed.sort_values(["_started", "run_id"], kind="stable").drop_duplicates(["_source", "image"], keep="last")
+    dropped = keyed.drop(latest.index)
     if dropped.empty:
         return images, faces, 0
     images = images.drop(dropped.index)
     gone = set(zip(dropped["output"], dropped["image"]))
     faces = faces[[key not in gone for key in zip(faces["output"], faces["image"])]]
-    return images, faces, len(dropped)
+    return images, faces, len(dropped.drop_duplicates(["_source", "image"]))
 
 
 @dataclass

@@ -382,7 +382,7 @@ def _date(value: Optional[str], name: str):
 
 @app.command()
 def report(
-    outputs: list[str] = typer.Argument(..., metavar="OUTPUT...", help="One or more OUTPUT folders (or fsspec URLs) of run/watch/job."),
+    outputs: list[str] = typer.Argument(..., metavar="OUTPUT...", help="One or more OUTPUT folders (or fsspec URLs) of run/watch/job; a photo processed into several of them from the same INPUT counts once (its latest rows)."),
     out: Path = typer.Option(..., "--out", help="Report file: .csv (a table) or .html (chart, table, thumbnails of non-compliant faces)."),
     by: str = typer.Option("day", "--by", help="Group by day (capture date, else file date), folder or camera."),
     since: Optional[str] = typer.Option(None, "--since", help="First day included (YYYY-MM-DD)."),
@@ -434,9 +434,18 @@ job_app = typer.Typer(help="Run batches described by job files (cron, systemd ti
 app.add_typer(job_app, name="job")
 
 
-@job_app.command("run")
+def _job_keys_epilog() -> str:
+    from .jobs import JOB_KEYS, STEP_KEYS
+
+    steps = "\n\n".join(f"{do}: {', '.join(keys)}" for do, keys in STEP_KEYS.items())
+    return ("Short form: a run's keys at the top level, then an optional \\[report] table. Long form: \\[\\[step]] tables, "
+            f"each with do = one of {', '.join(STEP_KEYS)} and that step's keys. An optional \\[job] table takes "
+            f"{', '.join(JOB_KEYS)}. Relative paths are relative to the job file.\n\nKeys by step:\n\n{steps}")
+
+
+@job_app.command("run", epilog=_job_keys_epilog())
 def job_run(
-    file: Path = typer.Argument(..., metavar="FILE", help="Job file (TOML): keys in the README (batchmask job run) and jobs/*.toml."),
+    file: Path = typer.Argument(..., metavar="FILE", help="Job file (TOML): its keys are listed below."),
     check: bool = typer.Option(False, "--check", help="Validate the job file and print its steps; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (the default when not on a terminal)."),
 ) -> None:
@@ -642,7 +651,7 @@ def calibrate(
 @app.command()
 def evaluate(
     images: Path = typer.Argument(..., metavar="IMAGES", help="Folder of annotated photos (names as in the ground truth), or of face crops with --crops."),
-    boxes: Optional[Path] = typer.Option(None, "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON; labels masked, unmasked, incorrect or common aliases ('face' is read as unmasked, with a warning)."),
     crops: bool = typer.Option(False, "--crops", help="Classifier only: IMAGES holds masked/, incorrect/, unmasked/ crop folders (or is a `data build` output: its test split)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.md, report.html, metrics.json, PNG plots."),
     model: Optional[Path] = typer.Option(None, "--model", help="Classifier model directory (default: the shipped model)."),
@@ -686,12 +695,14 @@ def evaluate(
     if exclude_first >= len(annotated):
         _fail(f"--exclude-first {exclude_first} leaves none of the {len(annotated)} annotated photos in {boxes}", EXIT_USAGE)
     held_out_note, excluded = "", set()
+    if ambiguous:
+        held_out_note = "; " + ", ".join(f"{n} ground-truth boxes labelled {name!r} read as unmasked" for name, n in sorted(ambiguous.items()))
     if exclude_first:  # the same order as calibrate's tuning photos: the ground truth's names as written, sorted
         order = sorted(annotated)
         excluded = set(_names_in(images, {name: annotated[name] for name in order[:exclude_first]}))
         annotated = {name: annotated[name] for name in order[exclude_first:]}
         photos = "photo" if exclude_first == 1 else f"{exclude_first} annotated photos"
-        held_out_note = f"; the first {photos} by sorted name (calibration's tuning photos) left out"
+        held_out_note += f"; the first {photos} by sorted name (calibration's tuning photos) left out"
     gt = _names_in(images, annotated)
     absent = sorted(name for name in gt if not (images / name).is_file())
     if len(absent) == len(gt):

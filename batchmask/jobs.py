@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import os
-import re
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -67,55 +67,54 @@ JOB_KEYS = {"name": "str", "lock": "path"}
 _MINIMUM = {"workers": 1, "timeout": 0, "max_pixels": 1, "last_days": 1, "thumbnails": 0, "epochs": 1, "batch_size": 1, "tuning": 1, "limit": 0, "min_width": 0, "exclude_first": 0}
 
 
-_HEADER = re.compile(r"\s*(\[\[|\[)\s*([A-Za-z0-9_-]+)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"""\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=""")
-
-
-def _odd_triple_quotes(text: str) -> bool:
-    return text.count('"""') % 2 == 1 or text.count("'''") % 2 == 1
+def _paths(value, path: tuple = ()):
+    """Every table, array-of-tables element and key of parsed TOML, as paths: ("step", 0, "do")."""
+    yield path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*path, key))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, item in enumerate(value):
+            yield from _paths(item, (*path, i))
 
 
 class _Lines:
-    """Where each table and key of a job file is written, for messages (tomllib keeps no positions).
-
-    Tables are "top" (the run keys), "job", "report" and ("step", i). A line scan, not a parser:
-    lines inside multi-line strings and arrays are skipped, and a key it cannot place gets its
-    table's header line (or no line)."""
+    """The line where each key and table of a job file is written, for messages (tomllib keeps no
+    positions). Found with tomllib itself: the file's prefixes that parse end between statements,
+    and a path first seen in one was written on the first line of that statement. Worked out on
+    the first question only: a valid job file never pays for it."""
 
     def __init__(self, text: str):
-        self.tables: dict = {"top": (0, {})}
-        current, steps, in_string, open_brackets = self.tables["top"], 0, False, 0
-        for n, line in enumerate(text.splitlines(), start=1):
-            if in_string:
-                in_string = not _odd_triple_quotes(line)
-                continue
-            if open_brackets:
-                open_brackets = max(0, open_brackets + line.count("[") - line.count("]"))
-                continue
-            header = _HEADER.match(line)
-            if header:
-                name = header.group(2)
-                if header.group(1) == "[[" and name == "step":
-                    steps += 1
-                    current = self.tables.setdefault(("step", steps), (n, {}))
-                elif name in ("job", "report"):
-                    current = self.tables.setdefault(name, (n, {}))
-                else:  # an unknown table, which the loader reads as an unknown run key
-                    self.tables["top"][1].setdefault(name, n)
-                    current = (n, {})
-                continue
-            assignment = _KEY.match(line)
-            if assignment:
-                current[1].setdefault(next(g for g in assignment.groups() if g is not None), n)
-                value = line[assignment.end():]
-                in_string = _odd_triple_quotes(value)
-                open_brackets = 0 if in_string else max(0, value.count("[") - value.count("]"))
+        self.text = text
+        self._first: dict | None = None
 
-    def at(self, file: str, table, label: str, key: str | None = None) -> str:
-        """`job.toml:12 [[step]] 2 (train)`: the key's line, else the table's header line."""
-        header, keys = self.tables.get(table, (0, {}))
-        line = keys.get(key, header) if key is not None else header
-        return f"{file}:{line} {label}".rstrip() if line else f"{file} {label}".rstrip()
+    def _lines(self) -> dict:
+        if self._first is None:
+            self._first = {}
+            lines = self.text.split("\n")  # TOML ends lines at \n (or \r\n) only
+            start = 1  # the first line of the statement being read
+            for n in range(1, len(lines) + 1):
+                try:
+                    parsed = tomllib.loads("\n".join(lines[:n]))
+                except tomllib.TOMLDecodeError:
+                    continue
+                for path in _paths(parsed):
+                    self._first.setdefault(path, start)
+                start = n + 1
+                while start <= len(lines) and (not lines[start - 1].strip() or lines[start - 1].lstrip().startswith("#")):
+                    start += 1
+        return self._first
+
+    def at(self, file: str, table: tuple, label: str = "", key: str | None = None) -> str:
+        """`job.toml:12 [[step]] 2 (train)`: the key's line, else the table's, else the first run key's."""
+        first = self._lines()
+        line = first.get((*table, key)) if key is not None else None
+        if not line and table:
+            line = first.get(table)
+        if not line and not table:  # the run keys have no header: point at the first of them
+            line = min((n for path, n in first.items() if len(path) == 1 and path[0] not in ("job", "report", "step")), default=None)
+        where = f"{file}:{line}" if line else file
+        return f"{where} {label}".rstrip()
 
 
 @dataclass
@@ -142,7 +141,7 @@ def _convert(value, kind: str, where: str, key: str, base: Path):
             raise bad("an integer")
         return value
     if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise bad("a number")
         return float(value)
     if kind == "bool":
@@ -163,7 +162,7 @@ def _convert(value, kind: str, where: str, key: str, base: Path):
                 pass
         raise bad("a date (2026-11-30)")
     if kind == "path":
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or "\0" in value:
             raise bad("a path string")
         if "://" in value:  # an fsspec URL (s3://bucket/photos), kept as written; file:// is a local folder
             from .remote import local_path
@@ -179,7 +178,7 @@ def _convert(value, kind: str, where: str, key: str, base: Path):
     raise AssertionError(kind)
 
 
-def _step(do: str, table: dict, base: Path, lines: _Lines, file: str, tkey, label: str) -> Step:
+def _step(do: str, table: dict, base: Path, lines: _Lines, file: str, tkey: tuple, label: str) -> Step:
     def at(key: str | None = None) -> str:
         return lines.at(file, tkey, label, key)
 
@@ -227,7 +226,7 @@ def load_job(path: str | os.PathLike) -> Job:
     """The job file validated whole; a JobError names the file, line and key at fault."""
     path = Path(path).resolve()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as Windows editors write, is not TOML
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise JobError(f"{path}: not valid TOML: {e}") from None
@@ -236,47 +235,56 @@ def load_job(path: str | os.PathLike) -> Job:
     base, file, lines = path.parent, path.name, _Lines(text)
     job_table = data.pop("job", {})
     if not isinstance(job_table, dict):
-        raise JobError(f"{lines.at(file, 'top', '', 'job')}: [job] must be a table")
+        raise JobError(f"{lines.at(file, (), '', 'job')}: [job] must be a table")
     for key in job_table:
         if key not in JOB_KEYS:
             hint = "; keys written after a [table] header belong to that table: put the run's keys above [job]" if key in STEP_KEYS["run"] else ""
-            raise JobError(f"{lines.at(file, 'job', '[job]', key)}: unknown key {key!r} (expected: {', '.join(JOB_KEYS)}){hint}")
-    name = _convert(job_table.get("name", path.stem), "str", lines.at(file, "job", "[job]", "name"), "name", base)
-    lock = (_convert(job_table["lock"], "path", lines.at(file, "job", "[job]", "lock"), "lock", base) if "lock" in job_table
+            raise JobError(f"{lines.at(file, ('job',), '[job]', key)}: unknown key {key!r} (expected: {', '.join(JOB_KEYS)}){hint}")
+    name = _convert(job_table.get("name", path.stem), "str", lines.at(file, ("job",), "[job]", "name"), "name", base)
+    lock = (_convert(job_table["lock"], "path", lines.at(file, ("job",), "[job]", "lock"), "lock", base) if "lock" in job_table
             else default_lock_path(path))
     job = Job(path, name, lock)
     if "step" in data:
         steps = data.pop("step")
         if data:
-            raise JobError(f"{lines.at(file, 'top', '', next(iter(data)))}: with [[step]] tables, nothing else belongs at the top level "
+            raise JobError(f"{lines.at(file, (), '', next(iter(data)))}: with [[step]] tables, nothing else belongs at the top level "
                            f"(found {', '.join(map(repr, data))})")
         if not isinstance(steps, list):
-            raise JobError(f"{lines.at(file, 'top', '', 'step')}: step must be an array of tables ([[step]])")
+            raise JobError(f"{lines.at(file, (), '', 'step')}: step must be an array of tables ([[step]])")
         for i, table in enumerate(steps, start=1):
             if not isinstance(table, dict):
-                raise JobError(f"{lines.at(file, 'top', '', 'step')}: step {i} must be a table ([[step]] with do = ...), not {table!r}")
-            do = table.pop("do", None)
+                raise JobError(f"{lines.at(file, (), '', 'step')}: step {i} must be a table ([[step]] with do = ...), not {table!r}")
+            if "do" not in table:
+                raise JobError(f"{lines.at(file, ('step', i - 1), f'[[step]] {i}')}: missing key 'do' (one of {', '.join(STEP_KEYS)})")
+            do = table.pop("do")
             if not isinstance(do, str) or do not in STEP_KEYS:
-                raise JobError(f"{lines.at(file, ('step', i), f'[[step]] {i}', 'do')}: do must be one of {', '.join(STEP_KEYS)}, not {do!r}")
-            job.steps.append(_step(do, table, base, lines, file, ("step", i), f"[[step]] {i} ({do})"))
+                raise JobError(f"{lines.at(file, ('step', i - 1), f'[[step]] {i}', 'do')}: do must be one of {', '.join(STEP_KEYS)}, not {do!r}")
+            job.steps.append(_step(do, table, base, lines, file, ("step", i - 1), f"[[step]] {i} ({do})"))
     else:
         report = data.pop("report", None)
         if data:
-            job.steps.append(_step("run", data, base, lines, file, "top", "(run keys)"))
+            job.steps.append(_step("run", data, base, lines, file, (), "(run keys)"))
         if report is not None:
             if not isinstance(report, dict):
-                raise JobError(f"{lines.at(file, 'top', '', 'report')}: report must be a table ([report])")
-            step = _step("report", report, base, lines, file, "report", "[report]")
+                raise JobError(f"{lines.at(file, (), '', 'report')}: report must be a table ([report])")
+            step = _step("report", report, base, lines, file, ("report",), "[report]")
             if "outputs" not in step.args:
                 if not job.steps:
-                    raise JobError(f"{lines.at(file, 'report', '[report]')}: outputs is required when the job has no run")
+                    raise JobError(f"{lines.at(file, ('report',), '[report]')}: outputs is required when the job has no run")
                 step.args["outputs"] = [job.steps[0].args["output"]]
             job.steps.append(step)
     if not job.steps:
         raise JobError(f"{file}: nothing to do (give run keys such as input and output, or [[step]] tables)")
+    from .audit import report_target_problem
+
     for i, step in enumerate(job.steps, start=1):
+        table = ("report",) if step.where.endswith("[report]") else ("step", i - 1)
         if step.do == "report" and "outputs" not in step.args:
-            raise JobError(f"{lines.at(file, ('step', i), f'[[step]] {i} (report)')}: missing key 'outputs'")
+            raise JobError(f"{lines.at(file, table, f'[[step]] {i} (report)')}: missing key 'outputs'")
+        if step.do == "report" and isinstance(step.args["out"], Path):
+            problem = report_target_problem(step.args["outputs"], step.args["out"])
+            if problem:
+                raise JobError(f"{lines.at(file, table, step.where.removeprefix(file).strip(), 'out')}: out: {problem}")
     return job
 
 

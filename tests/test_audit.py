@@ -1,6 +1,7 @@
 """`batchmask report`: audit tables whose totals are faces.csv's, safe in a spreadsheet."""
 
 import csv
+import datetime as dt
 import io
 import shutil
 
@@ -283,20 +284,38 @@ def test_an_error_row_without_a_file_date_counts_on_the_day_it_was_made(tmp_path
 
 
 def test_photos_in_two_outputs_from_the_same_input_count_once(audited, tmp_path):
+    import json
+    import re
+
     root, out = audited
-    copy = tmp_path / "copy"  # a second OUTPUT holding rows for the same photos of the same INPUT
-    shutil.copytree(out, copy)
-    r = batchmask("report", out, copy, "--out", tmp_path / "both.csv")
+    copies = [tmp_path / "copy", tmp_path / "copy2"]  # more OUTPUTs holding rows for the same photos of the same INPUT
+    for copy in copies:
+        shutil.copytree(out, copy)
+    r = batchmask("report", out, *copies, "--out", tmp_path / "all.csv")
     assert r.returncode == 0, r.stderr
-    assert pd.read_csv(tmp_path / "both.csv")["images"].sum() == 6
+    assert pd.read_csv(tmp_path / "all.csv")["images"].sum() == 6
     assert "note: 6 photos processed into more than one of these OUTPUTs from the same INPUT" in r.stderr.replace("\n", " ")
-    r = batchmask("report", out, copy, "--out", tmp_path / "both.html")
+    r = batchmask("report", out, copies[0], "--out", tmp_path / "both.html")
     assert r.returncode == 0 and "6 photos processed into more than one of them from the same INPUT are counted once" in (tmp_path / "both.html").read_text()
+
+    # the later run's rows count, by the instant it started: its local time may read earlier (another time zone)
+    copy = copies[0]
+    started = json.loads((out / "run.json").read_text())["started"]
+    later = (dt.datetime.strptime(started, "%Y-%m-%dT%H:%M:%S%z") + dt.timedelta(hours=1)).astimezone(dt.timezone(dt.timedelta(hours=-5)))
+    for name in ("run.json", "runs.jsonl"):
+        path = copy / name
+        path.write_text(path.read_text().replace(started, later.strftime("%Y-%m-%dT%H:%M:%S%z")))
+    faces = copy / "faces.csv"
+    faces.write_text(re.sub(r",(unmasked|incorrect),", ",masked,", faces.read_text()))  # the later run called every face masked
+    for order in ((out, copy), (copy, out)):
+        r = batchmask("report", *order, "--out", tmp_path / "later.csv")
+        table = pd.read_csv(tmp_path / "later.csv")
+        assert r.returncode == 0 and table["masked"].sum() == table["faces"].sum() > 0, (r.stderr, table)
+
     # the same names from another INPUT (another site) are other photos
     for name in ("run.json", "runs.jsonl"):
         path = copy / name
-        if path.exists():
-            path.write_text(path.read_text().replace(str((root / "in").resolve()), "/srv/site-b/incoming"))
+        path.write_text(path.read_text().replace(str((root / "in").resolve()), "/srv/site-b/incoming"))
     r = batchmask("report", out, copy, "--out", tmp_path / "sites.csv")
     assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
     assert pd.read_csv(tmp_path / "sites.csv")["images"].sum() == 12

@@ -281,6 +281,7 @@ def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path)
     r = batchmask("evaluate", photos, "--boxes", faces_gt, "--out", tmp_path / "f", "--predictions", preds, "-q")
     assert r.returncode == 0 and "1 labelled 'face': read as unmasked" in r.stderr.replace("\n", " "), r.stderr
     assert json.loads((tmp_path / "f" / "metrics.json").read_text())["table"]["unmasked"]["identified_wrong"] == 1
+    assert "1 ground-truth boxes labelled 'face' read as unmasked" in (tmp_path / "f" / "report.md").read_text()
     preds.write_text(line + line)
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
     assert r.returncode == 2 and "p.jsonl:2: image 'a.jpg' was already given on line 1" in r.stderr, r.stderr
@@ -601,3 +602,26 @@ def test_crowd_and_difficult_boxes_are_neither_faces_to_find_nor_false_detection
                                       "annotations": [{"image_id": 1, "category_id": 7, "bbox": [0, 0, 9, 9], "iscrowd": 1}]}))
     with pytest.raises(GroundTruthError, match="no annotated faces"):
         load_ground_truth(only_crowd)
+
+
+def test_face_labels_are_counted_for_the_warning_unless_the_box_is_ignored(tmp_path):
+    from batchmask.evaluation.groundtruth import ambiguous_label_warning
+
+    coco = tmp_path / "c.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "FACE"}],
+        "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 40, 40]},
+                        {"image_id": 1, "category_id": 1, "bbox": [100, 0, 200, 60], "iscrowd": 1}]}))
+    voc = tmp_path / "a.xml"
+    voc.write_text("<annotation><filename>a.jpg</filename>"
+                   "<object><name>face</name><bndbox><xmin>0</xmin><ymin>0</ymin><xmax>40</xmax><ymax>40</ymax></bndbox></object>"
+                   "<object><name>face</name><difficult>1</difficult><bndbox><xmin>100</xmin><ymin>0</ymin><xmax>300</xmax><ymax>60</ymax></bndbox></object>"
+                   "</annotation>")
+    csv_gt = tmp_path / "g.csv"
+    csv_gt.write_text("image,x1,y1,x2,y2,label\na.jpg,0,0,40,40, Face \na.jpg,50,0,90,40,masked\n")
+    for path in (coco, voc, csv_gt):
+        counts: dict = {}
+        gt = load_ground_truth(path, counts)
+        assert counts == {"face": 1} and gt["a.jpg"][0][1] == "unmasked", (path, counts)
+        assert ambiguous_label_warning(counts).startswith("1 labelled 'face': read as unmasked")
+    assert ambiguous_label_warning({}) is None

@@ -30,8 +30,20 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
     ('[[step]]\ndo = "train"\ndata = "d"\nout = "m"\nepoch = 3\n', "job.toml:5 [[step]] 1 (train): unknown key 'epoch'"),
     ('[job]\nname = "n"\n\n[[step]]\ndo = "evaluate"\nimages = "i"\nboxes = "b.csv"\nout = "r"\ntitle = """\nworkers = 3\n"""\nworkers = 0\n',
      "job.toml:12 [[step]] 1 (evaluate): workers must be at least 1, not 0"),
-    ('[[step]]\ndo = "data-build"\nunmasked = [\n "u",\n]\nmasked = "m"\nout = "o"\n[[step]]\ndo = "train"\ndata = "d"\n',
+    ('[[step]]\ndo = "data-build"\nunmasked = [\n "u[1", # ["old"\n]\nmasked = "m"\nout = "o"\n[["step"]]\ndo = "train"\ndata = "d"\n',
      "job.toml:8 [[step]] 2 (train): missing key 'out'"),
+    # lines the way TOML counts them: strings holding quotes, U+2028 in a comment, CRLF, a byte-order mark
+    ('[[step]]\ndo = "evaluate"\nimages = "i"\nboxes = "b"\nout = "o"\ntitle = \'a """ b\'\n[[step]]\ndo = "evaluate"\nimages = "i"\n'
+     'boxes = "b"\nout = "o"\ntitle = """x\nsay \\""" it\'s \'\'\'\nworkers = 1\n"""\nworkers = 0\n', "job.toml:16 [[step]] 2 (evaluate): workers must be at least 1"),
+    ('\ufeff# a\u2028b\r\ninput = "in"\r\noutput = "out"\r\nworkers = 0\r\n', "job.toml:4 (run keys): workers must be at least 1"),
+    ('input = "in"\noutput = "out"\nreport = { out = "r.csv", by = "week" }\n', "job.toml:3 [report]: by must be day, folder or camera"),
+    ('# x\ninput = "in"\nworkers = 2\n', "job.toml:2 (run keys): missing key 'output'"),
+    ('[[step]]\ndata = "d"\n', "job.toml:1 [[step]] 1: missing key 'do' (one of run,"),
+    ('input = "a\\u0000b"\noutput = "out"\n', "job.toml:1 (run keys): input must be a path string"),
+    ('input = "in"\noutput = "out"\ntimeout = nan\n', "job.toml:3 (run keys): timeout must be a number, not nan"),
+    ('input = "in"\noutput = "out"\nscheduler = "tcp://[::1"\n', "job.toml:3 (run keys): scheduler: not a Dask scheduler address"),
+    ('input = "in"\noutput = "out"\n[report]\nout = "r.txt"\n', "job.toml:4 [report]: out: the report file must end in .csv or .html"),
+    ('input = "in"\noutput = "out"\n[report]\nout = "out/faces.csv"\n', "[report]: out: "),
     ('[[step]]\ndo = "bake"\n', "do must be one of run, report, data-build, train, ensemble, calibrate, evaluate, not 'bake'"),
     ('input = "in"\noutput = \n', "not valid TOML"),
     ('[job]\nname = "x"\n', "nothing to do"),
@@ -47,8 +59,9 @@ def write_job(folder: Path, text: str, name: str = "job.toml") -> Path:
 def test_bad_job_files_name_the_fault(tmp_path, text, message):
     from batchmask.jobs import JobError, load_job
 
+    (tmp_path / "job.toml").write_bytes(text.encode())  # as written: CRLF stays CRLF
     with pytest.raises(JobError) as caught:
-        load_job(write_job(tmp_path, text))
+        load_job(tmp_path / "job.toml")
     assert message in str(caught.value)
 
 

@@ -16,11 +16,11 @@ def scheduler_address_problem(address: str) -> str | None:
     """Why `address` is not a Dask scheduler address like tcp://HOST:8786, or None when it is one."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(address)
     try:
+        parts = urlsplit(address)
         port = parts.port
-    except ValueError:
-        port = None
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range
+        parts, port = urlsplit(""), None
     if parts.scheme not in _PROTOCOLS or not parts.hostname or port is None or parts.path not in ("", "/"):
         return f"not a Dask scheduler address: {address!r} (expected {_PROTOCOLS[0]}://HOST:PORT, e.g. tcp://10.0.0.5:8786)"
     return None

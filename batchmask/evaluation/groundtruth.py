@@ -198,8 +198,9 @@ def _load_voc(where: Path, files: list[Path], ambiguous: dict | None) -> GroundT
             if bb is None:
                 raise GroundTruthError(f"{at}: no <bndbox>")
             box = _box([bb.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")], at)
-            label = _label(obj.findtext("name") or "", at, ambiguous)
-            boxes.append((box, IGNORE if (obj.findtext("difficult") or "0").strip() == "1" else label))
+            difficult = (obj.findtext("difficult") or "0").strip() == "1"
+            label = _label(obj.findtext("name") or "", at, None if difficult else ambiguous)
+            boxes.append((box, IGNORE if difficult else label))
         gt[name] = boxes
     return gt
 
@@ -245,6 +246,6 @@ def _load_coco(path: Path, ambiguous: dict | None) -> GroundTruth:
             x, y, w, h = (_number(v) for v in bbox)
         except ValueError:
             raise GroundTruthError(f"{where}: bbox must be 4 finite numbers, got {bbox!r}") from None
-        label = _label(cats[ann["category_id"]], where, ambiguous)
+        label = _label(cats[ann["category_id"]], where, None if ann.get("iscrowd") else ambiguous)
         gt[images[ann["image_id"]]].append((_box([x, y, x + w, y + h], where), IGNORE if ann.get("iscrowd") else label))
     return gt
