@@ -193,10 +193,11 @@ def audit_table(images, faces, by: str = "day"):
 
 def drop_repeated_photos(outputs: list, images, faces):
     """Each photo once: a photo that several OUTPUTs made rows for from the same INPUT (the run
-    records say which INPUT each row's run read) keeps only its latest rows. Rows whose run has
-    no record are kept as they are. Returns images, faces and the number of photos dropped."""
+    records say which INPUT each row's run read) keeps the rows of the run that started last. Rows whose run has
+    no record are kept as they are. Returns images, faces and the index labels of the rows kept
+    for photos that had others (count them after selecting a period)."""
     if len(outputs) < 2 or "run_id" not in images or images.empty:
-        return images, faces, 0
+        return images, faces, set()
     runs: dict[tuple[str, str], tuple[str, float]] = {}  # (output, run_id) -> (INPUT, start time)
     for out in outputs:
         for run_id, run in run_records(_read(out, "run.json"), _read(out, "runs.jsonl")).items():
@@ -212,11 +213,12 @@ def drop_repeated_photos(outputs: list, images, faces):
     latest = keyed.sort_values(["_started", "run_id"], kind="stable").drop_duplicates(["_source", "image"], keep="last")
     dropped = keyed.drop(latest.index)
     if dropped.empty:
-        return images, faces, 0
+        return images, faces, set()
     images = images.drop(dropped.index)
     gone = set(zip(dropped["output"], dropped["image"]))
-    faces = faces[[key not in gone for key in zip(faces["output"], faces["image"])]]
-    return images, faces, len(dropped.drop_duplicates(["_source", "image"]))
+    faces = faces.loc[np.array([key not in gone for key in zip(faces["output"], faces["image"])], dtype=bool)]
+    kept = set(zip(dropped["_source"], dropped["image"]))
+    return images, faces, {i for i, source, image in zip(latest.index, latest["_source"], latest["image"]) if (source, image) in kept}
 
 
 @dataclass
@@ -252,8 +254,9 @@ def write_audit(outputs: list, out: Path, by: str = "day", since=None, until=Non
     if problem:
         raise AuditError(problem)
     images, faces = load_tables(outputs)
-    images, faces, repeated = drop_repeated_photos(outputs, images, faces)
+    images, faces, repeated_rows = drop_repeated_photos(outputs, images, faces)
     images = select_images(images, since, until)
+    repeated = len(repeated_rows & set(images.index))
     faces = faces.merge(images[["output", "image"]], on=["output", "image"], how="inner")
     table = audit_table(images, faces, by)
     totals = {k: int(table[k].sum()) for k in ("images", "errors", "faces", *COUNTS)}

@@ -696,7 +696,8 @@ def evaluate(
         _fail(f"--exclude-first {exclude_first} leaves none of the {len(annotated)} annotated photos in {boxes}", EXIT_USAGE)
     held_out_note, excluded = "", set()
     if ambiguous:
-        held_out_note = "; " + ", ".join(f"{n} ground-truth boxes labelled {name!r} read as unmasked" for name, n in sorted(ambiguous.items()))
+        held_out_note = "; " + ", ".join(f"{n} ground-truth box{'' if n == 1 else 'es'} labelled {name!r} read as unmasked"
+                                         for name, n in sorted(ambiguous.items()))
     if exclude_first:  # the same order as calibrate's tuning photos: the ground truth's names as written, sorted
         order = sorted(annotated)
         excluded = set(_names_in(images, {name: annotated[name] for name in order[:exclude_first]}))

@@ -78,6 +78,9 @@ def _paths(value, path: tuple = ()):
             yield from _paths(item, (*path, i))
 
 
+MAX_LOCATED_LINES = 1000  # a longer job file's messages name the file only (0.15 s at 200 lines, ~2 s at 1,000)
+
+
 class _Lines:
     """The line where each key and table of a job file is written, for messages (tomllib keeps no
     positions). Found with tomllib itself: the file's prefixes that parse end between statements,
@@ -92,6 +95,8 @@ class _Lines:
         if self._first is None:
             self._first = {}
             lines = self.text.split("\n")  # TOML ends lines at \n (or \r\n) only
+            if len(lines) > MAX_LOCATED_LINES:  # each prefix is parsed: the cost grows with the square
+                return self._first
             start = 1  # the first line of the statement being read
             for n in range(1, len(lines) + 1):
                 try:
@@ -132,9 +137,10 @@ class Job:
     steps: list[Step] = field(default_factory=list)
 
 
-def _convert(value, kind: str, where: str, key: str, base: Path):
+def _convert(value, kind: str, where, key: str, base: Path):
+    """`value` as `kind`; `where` names it in messages (a callable, asked only for a message)."""
     def bad(expected: str):
-        return JobError(f"{where}: {key} must be {expected}, not {value!r}")
+        return JobError(f"{where() if callable(where) else where}: {key} must be {expected}, not {value!r}")
 
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -164,12 +170,15 @@ def _convert(value, kind: str, where: str, key: str, base: Path):
     if kind == "path":
         if not isinstance(value, str) or not value or "\0" in value:
             raise bad("a path string")
-        if "://" in value:  # an fsspec URL (s3://bucket/photos), kept as written; file:// is a local folder
-            from .remote import local_path
+        try:
+            if "://" in value:  # an fsspec URL (s3://bucket/photos), kept as written; file:// is a local folder
+                from .remote import local_path
 
-            local = local_path(value)
-            return value if local is None else local.resolve()
-        return (base / os.path.expanduser(value)).resolve()
+                local = local_path(value)
+                return value if local is None else local.resolve()
+            return (base / os.path.expanduser(value)).resolve()
+        except ValueError:  # a NUL byte decoded from a file:// URL, a malformed host
+            raise bad("a path string or URL") from None
     if kind == "paths":
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
@@ -191,7 +200,7 @@ def _step(do: str, table: dict, base: Path, lines: _Lines, file: str, tkey: tupl
     args = {}
     for key, (kind, required) in allowed.items():
         if key in table:
-            args[key] = _convert(table[key], kind, at(key), key, base)
+            args[key] = _convert(table[key], kind, lambda key=key: at(key), key, base)
         elif required:
             raise JobError(f"{at()}: missing key {key!r}")
     for key, low in _MINIMUM.items():
@@ -240,8 +249,8 @@ def load_job(path: str | os.PathLike) -> Job:
         if key not in JOB_KEYS:
             hint = "; keys written after a [table] header belong to that table: put the run's keys above [job]" if key in STEP_KEYS["run"] else ""
             raise JobError(f"{lines.at(file, ('job',), '[job]', key)}: unknown key {key!r} (expected: {', '.join(JOB_KEYS)}){hint}")
-    name = _convert(job_table.get("name", path.stem), "str", lines.at(file, ("job",), "[job]", "name"), "name", base)
-    lock = (_convert(job_table["lock"], "path", lines.at(file, ("job",), "[job]", "lock"), "lock", base) if "lock" in job_table
+    name = _convert(job_table.get("name", path.stem), "str", lambda: lines.at(file, ("job",), "[job]", "name"), "name", base)
+    lock = (_convert(job_table["lock"], "path", lambda: lines.at(file, ("job",), "[job]", "lock"), "lock", base) if "lock" in job_table
             else default_lock_path(path))
     job = Job(path, name, lock)
     if "step" in data:

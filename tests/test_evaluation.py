@@ -281,7 +281,7 @@ def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path)
     r = batchmask("evaluate", photos, "--boxes", faces_gt, "--out", tmp_path / "f", "--predictions", preds, "-q")
     assert r.returncode == 0 and "1 labelled 'face': read as unmasked" in r.stderr.replace("\n", " "), r.stderr
     assert json.loads((tmp_path / "f" / "metrics.json").read_text())["table"]["unmasked"]["identified_wrong"] == 1
-    assert "1 ground-truth boxes labelled 'face' read as unmasked" in (tmp_path / "f" / "report.md").read_text()
+    assert "1 ground-truth box labelled 'face' read as unmasked" in (tmp_path / "f" / "report.md").read_text()
     preds.write_text(line + line)
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
     assert r.returncode == 2 and "p.jsonl:2: image 'a.jpg' was already given on line 1" in r.stderr, r.stderr
