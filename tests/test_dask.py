@@ -106,7 +106,8 @@ def test_unreachable_scheduler_fails_fast(tmp_path):
 
 
 def test_a_worker_killed_mid_run_loses_no_photo(tmp_path, cluster):
-    """Runs last in this module: it kills one of the two workers."""
+    """Kills one of the two workers: the tests after it in this module (in collection order, which
+    pytest-xdist keeps within each of its processes) get a cluster with one worker left."""
     address, workers = cluster
     inp = photos(tmp_path / "in", 40)
     out = tmp_path / "out"
