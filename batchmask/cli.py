@@ -832,7 +832,11 @@ def _names_in(images: Path, by_name: dict) -> dict:
 
 def _out_folder(out: Path) -> None:
     """An output folder option that names an existing file is a usage error, caught before any work."""
-    if out.exists() and not out.is_dir():
+    try:
+        is_file = out.exists() and not out.is_dir()
+    except OSError as e:  # a parent folder we may not enter
+        _fail(f"cannot use {out}: {e.strerror or e}", EXIT_USAGE)
+    if is_file:
         _fail(f"--out must be a folder, but {out} is a file", EXIT_USAGE)
 
 
@@ -910,14 +914,23 @@ def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: O
         _fail(str(e), EXIT_USAGE)
     except ModelError as e:
         _fail(str(e))
-    out.mkdir(parents=True, exist_ok=True)
     md = render_crops_markdown(m, title)
-    atomic_write_json(out / "metrics.json", m)
-    atomic_write_text(out / "report.md", md)
-    atomic_write_text(out / "report.html", render_html(md, out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "metrics.json", m)
+        atomic_write_text(out / "report.md", md)
+        atomic_write_text(out / "report.html", render_html(md, out))
+    except OSError as e:
+        _fail(f"cannot write the report: {e.filename or out}: {e.strerror or e}")
+    for problem in m["skipped"][:5]:
+        err.print(f"skipped {problem}", style="yellow")
+    if len(m["skipped"]) > 5:
+        err.print(f"… and {len(m['skipped']) - 5} more (listed in {out / 'metrics.json'})", style="yellow")
     b, t = m["binary"], m["three_labels"]
     err.print(f"{sum(m['counts'].values())} crops: accuracy {fmt(b['accuracy'])}  TNR {fmt(b['tnr'])}  FNR {fmt(b['fnr'])}  AUC {fmt(b['auc'])}  "
               f"incorrect recall {fmt(t['recall']['incorrect'])} -> {out / 'report.html'}")
+    if m["skipped"]:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @data_app.command("build")
@@ -966,9 +979,14 @@ def data_build(
             _fail(str(e), EXIT_BUSY)
         except EngineError as e:
             _fail(str(e))
+        except OSError as e:  # OUT not writable: its lock, crops or tables
+            _fail(f"cannot write {e.filename or out}: {e.strerror or e}")
     skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(summary["skipped"].items()))
     if skipped:
         err.print(f"files without a crop (listed in {out / 'summary.json'}): {skipped}", style="yellow")
+    if summary["whole_frame"]:
+        err.print(f"{_count(summary['whole_frame'], 'crop')} taken whole: small files (≤ 256 px) in which no face was found, "
+                  "kept as tight face crops (det_score 0 in metadata.csv)", style="yellow")
     err.print(f"{summary['crops']} crops from {summary['inputs']} files -> {out} {summary['by_split']}")
     gaps = [f"{split} has no {' and no '.join(lab for lab in ('masked', 'unmasked') if not counts.get(lab))} crops"
             for split, counts in summary["by_split"].items() if split != "train" and not (counts.get("masked") and counts.get("unmasked"))]
@@ -983,6 +1001,9 @@ def main() -> None:
     except KeyboardInterrupt:  # outside a command
         err.print("interrupted")
         sys.exit(130)
+    except PermissionError as e:  # a folder the user may not enter or write, met where no step expected it
+        err.print(Text.assemble(("error: ", "bold red"), f"{e.filename or ''}: permission denied".lstrip(": ")))
+        sys.exit(EXIT_FAILED)
     except SystemExit as e:
         if e.code == 130:  # Typer turns Ctrl-C (and SIGTERM, see _sigterm_as_interrupt) into a silent exit 130
             after = _AFTER_INTERRUPT.get(_command())

@@ -73,7 +73,10 @@ def _stat_problem(path: Path, e: OSError) -> str:
 
 def is_output_folder(path: Path) -> bool:
     """A batchmask OUTPUT (it has a ledger): its annotated copies are not new photos."""
-    return (path / ".batchmask" / "ledger.jsonl").is_file()
+    try:
+        return (path / ".batchmask" / "ledger.jsonl").is_file()
+    except OSError:  # a folder we may not enter (EACCES): the scan reports it as unreadable
+        return False
 
 
 def scan(root: str | os.PathLike, exclude: list[str | os.PathLike] = ()) -> Iterator[InputFile]:

@@ -388,7 +388,7 @@ def test_classifier_only_mode_on_crop_folders(tmp_path):
     (crops / "unmasked" / "broken.jpg").write_bytes(b"nope")
     out = tmp_path / "report"
     r = batchmask("evaluate", crops, "--crops", "--out", out)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3 and "skipped unmasked/broken.jpg: " in r.stderr, r.stderr  # scored without it, and said so
     m = json.loads((out / "metrics.json").read_text())
     assert m["counts"] == {"masked": 2, "incorrect": 0, "unmasked": 1} and len(m["skipped"]) == 1
     assert m["binary"]["tnr"] == 1.0 and m["binary"]["fnr"] == 0.0  # the samples are easy

@@ -12,8 +12,10 @@ Output: DATA/{train,val,test}/{masked,unmasked,incorrect}/*.jpg, metadata.csv, s
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,7 +79,31 @@ def _pending_crops(out: Path) -> set[str]:
         return set()
 
 
+# what a build writes: SPLIT/LABEL/SOURCE/.../NAME.faceK.jpg (worker.crop_name); nothing else is ever removed
+_CROP = re.compile(r"(train|val|test)/(masked|unmasked|incorrect)/.+\.face[0-9]+\.jpg")
+
+
+def is_build_folder(out: Path) -> bool:
+    """Whether OUT holds a data build (its summary.json, or an interrupted first build's pending list)."""
+    if (out / PENDING).is_file():
+        return True
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"crops", "by_split", "crop_size", "sources"} <= summary.keys()
+
+
+def foreign_content(out: Path) -> list[str]:
+    """The entries of an existing OUT that is not a data build (a build there would overwrite or mix with them)."""
+    if not out.is_dir() or is_build_folder(out):
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name != LOCK)
+
+
 def _unlink_inside(out: Path, rel: str) -> None:
+    if not _CROP.fullmatch(rel):
+        return
     try:
         path = safe_join(out, rel)
         if path.is_file() and not path.is_symlink():
@@ -106,12 +132,14 @@ def build_dataset(
         for b in roots[i + 1:]:
             if a == b or a in b.parents or b in a.parents:
                 raise DatasetError(f"input folders overlap: {a} and {b} (each file must come from one folder, with one label)")
-    tasks, meta = [], {}
+    tasks, meta, unread = [], {}, Counter()
     common = Path(os.path.commonpath([str(s.folder.resolve()) for s in sources])) if sources else Path()
     for src in sources:
         tag = src.folder.resolve().relative_to(common).as_posix() if len(sources) > 1 else src.folder.resolve().name
         tag = tag if tag != "." else src.folder.resolve().name
-        files = [f for f in scan(src.folder, exclude=[out]) if not f.problem]  # an earlier build's crops are not inputs
+        scanned = list(scan(src.folder, exclude=[out]))  # an earlier build's crops are not inputs
+        unread.update(f.problem.split(":")[0] for f in scanned if f.problem)  # unreadable folders, dangling links
+        files = [f for f in scanned if not f.problem]
         if not files:
             raise DatasetError(f"no photos in {src.folder} (--{src.label}); {out} is left as it was")
         if limit:
@@ -129,6 +157,10 @@ def build_dataset(
             }
     if not tasks:
         raise DatasetError(f"no photos in {', '.join(str(s.folder) for s in sources)}")
+    foreign = foreign_content(out)
+    if foreign:
+        raise DatasetError(f"{out} holds files that are not a batchmask data build ({', '.join(foreign[:3])}"
+                           f"{', …' if len(foreign) > 3 else ''}): give a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / LOCK))
     try:
@@ -136,12 +168,12 @@ def build_dataset(
     except Timeout:
         raise OutputBusyError(f"{out} is in use by another batchmask data build") from None
     try:
-        return _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler)
+        return _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread)
     finally:
         lock.release()
 
 
-def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler) -> dict:
+def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread: Counter) -> dict:
     interrupted = _pending_crops(out)
     atomic_write_text(out / PENDING, "".join(f"{n}\n" for n in sorted(interrupted | {crop_name(rel) for _, rel, _ in tasks})))
     config = WorkerConfig(
@@ -154,7 +186,7 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
         crop_pad=0.25,
         crop_fallback_side=256,
     )
-    rows, failures = [], Counter()
+    rows, failures = [], Counter(unread)
     progress("start", {"total": len(tasks)})
     with make_engine(config, workers, engine, scheduler) as pool:
         batches = (tasks[i : i + 8] for i in range(0, len(tasks), 8))
@@ -191,6 +223,8 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
         "mask_share": mask_share,
         "incorrect_share": incorrect_share,
         "skipped": dict(failures),
+        # files of at most 256 px with no face found are taken whole, as tight crops (det_score 0)
+        "whole_frame": sum(1 for r in rows if r["det_score"] == 0),
         "seed": seed,
         "crop_size": CROP_SIZE,
         "crop_margin": CROP_MARGIN,

@@ -10,6 +10,7 @@ taken as framed. The metric functions are shared with training.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,10 +103,18 @@ def evaluate_crops(root: Path, model_dir: Path, threshold: float | None = None, 
     clf = MaskClassifier(model_dir)
     threshold = clf.threshold if threshold is None else threshold
     keep = min(1.0, clf.margin / margin)
-    files = [(p, i) for i, c in enumerate(CLASSES) if (folder / c).is_dir() for p in sorted((folder / c).rglob("*")) if p.is_file() and is_image_name(p.name)]
+    files, skipped = [], []
+    for i, c in enumerate(CLASSES):
+        if not (folder / c).is_dir():
+            continue
+        unreadable: list[OSError] = []
+        for dirpath, dirnames, filenames in os.walk(folder / c, onerror=unreadable.append):
+            dirnames.sort()
+            files += [(Path(dirpath) / n, i) for n in sorted(filenames) if is_image_name(n) and (Path(dirpath) / n).is_file()]
+        skipped += [f"{Path(e.filename).relative_to(folder).as_posix()}/: cannot read folder ({e.strerror})" for e in unreadable]
     if not files:
-        raise CropsError(f"no crops under {folder}")
-    probs, labels, skipped = [], [], []
+        raise CropsError(f"no crops under {folder}" + (f" ({skipped[0]})" if skipped else ""))
+    probs, labels = [], []
     batch, batch_labels = [], []
 
     def flush():
@@ -158,7 +167,7 @@ def render_crops_markdown(m: dict, title: str) -> str:
         f"# {title}",
         "",
         f"Classifier only, on the face crops in {m['crops']} ({', '.join(f'{v} {k}' for k, v in m['counts'].items())}); "
-        f"model {m['model']}, threshold {m['threshold']:.2f}. {len(m['skipped'])} unreadable crops skipped.",
+        f"model {m['model']}, threshold {m['threshold']:.2f}. {len(m['skipped'])} unreadable crops or folders skipped.",
         "",
         "## Masked against unmasked",
         "",
