@@ -175,11 +175,14 @@ class Watcher:
 
     def _ready(self, session: RunSession) -> list[InputFile]:
         """Pending files that are complete and not yet in OUTPUT (at most one chunk)."""
+        ready: list[InputFile] = []
         if self.pending.take_rescan():
             found = session.scan()
             done = 0
             for f in found:
-                if session.store.is_current(f.rel, f.signature):
+                if f.problem and f.rel.endswith("/"):  # a folder it may not enter: no event will name it, so its row is made now
+                    ready.append(f)
+                elif session.store.is_current(f.rel, f.signature):
                     done += 1
                 elif not self.pending.touch(f.path):
                     break  # full: the rest is found by the next rescan
@@ -190,7 +193,6 @@ class Watcher:
         now = time.monotonic()
         # OUTPUT and the archive are skipped only where they lie inside INPUT (as `scan` does)
         excluded = [d for d in session.excluded if d != self.input_dir and self.input_dir in d.parents]
-        ready: list[InputFile] = []
         for path, _touched in sorted(self.pending.snapshot(), key=lambda item: item[1]):
             if len(ready) >= self.watch.chunk:
                 break

@@ -27,18 +27,23 @@ def batchmask(*args, cwd=None, timeout=300, **kw) -> subprocess.CompletedProcess
     )
 
 
-def batchmask_unprivileged(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    """The CLI as a user whom file permissions bind: root ignores them, so as root it runs under
-    capsh without the capabilities that override them (skipped where capsh is not installed)."""
+def unprivileged(*args) -> list[str]:
+    """The CLI's command line for a user whom file permissions bind: root ignores them, so as root
+    it runs under capsh without the capabilities that override them (skipped where capsh is not
+    installed); `exec` keeps the CLI's pid, so signals reach it."""
     command = [sys.executable, "-m", "batchmask", *map(str, args)]
-    if os.geteuid() == 0:
-        capsh = shutil.which("capsh")
-        if capsh is None:
-            pytest.skip("root ignores file permissions, and capsh (Debian libcap2-bin) is not installed to drop that")
-        import shlex
+    if os.geteuid() != 0:
+        return command
+    capsh = shutil.which("capsh")
+    if capsh is None:
+        pytest.skip("root ignores file permissions, and capsh (Debian libcap2-bin) is not installed to drop that")
+    import shlex
 
-        command = [capsh, "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", shlex.join(command)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    return [capsh, "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", "exec " + shlex.join(command)]
+
+
+def batchmask_unprivileged(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(unprivileged(*args), capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
 def astronaut() -> np.ndarray:

@@ -3,10 +3,13 @@ message and a run that goes on, never a traceback, never a user's file removed."
 
 import os
 import shutil
+import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import SAMPLES, batchmask, batchmask_unprivileged
+from conftest import SAMPLES, batchmask, batchmask_unprivileged, unprivileged
 
 pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
 
@@ -42,6 +45,23 @@ def test_an_unreadable_folder_inside_input_is_an_error_row_and_the_run_goes_on(t
     assert r.returncode == 3, r.stderr
     rows = (tmp_path / "out" / "images.csv").read_text()
     assert "a.jpg,ok," in rows and "c.jpg,ok," in rows and "private/,error,0,0,0,0,cannot read folder: Permission denied" in rows, rows
+
+
+def test_watch_makes_the_error_row_of_a_folder_it_may_not_enter(tmp_path, build_inputs):
+    inp, out = tmp_path / "photos", tmp_path / "out"
+    inp.mkdir()
+    shutil.copy(SAMPLES / "astronaut.jpg", inp / "a.jpg")
+    locked(inp / "private")
+    watch = subprocess.Popen(unprivileged("watch", inp, out, "-w", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ((out / "images.csv").exists() and "a.jpg" in (out / "images.csv").read_text()):
+            time.sleep(0.1)
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        _, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    assert "private/,error,0,0,0,0,cannot read folder: Permission denied" in (out / "images.csv").read_text(), err
 
 
 def test_data_build_never_writes_into_or_removes_a_users_files(tmp_path, build_inputs):
