@@ -955,7 +955,7 @@ def data_build(
 
     for folder in [*unmasked, *masked]:
         if not folder.is_dir():
-            _fail(f"folder not found: {folder}", EXIT_USAGE)
+            _fail(f"{'not a folder' if folder.exists() else 'folder not found'}: {folder}", EXIT_USAGE)
     _out_folder(out)
     sources = [BuildSource(f, "unmasked") for f in unmasked] + [BuildSource(f, "masked") for f in masked]
     with _progress(quiet) as bar:
@@ -983,7 +983,7 @@ def data_build(
             _fail(f"cannot write {e.filename or out}: {e.strerror or e}")
     skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(summary["skipped"].items()))
     if skipped:
-        err.print(f"files without a crop (listed in {out / 'summary.json'}): {skipped}", style="yellow")
+        err.print(f"files without a crop (counted in {out / 'summary.json'}): {skipped}", style="yellow")
     if summary["whole_frame"]:
         err.print(f"{_count(summary['whole_frame'], 'crop')} taken whole: small files (≤ 256 px) in which no face was found, "
                   "kept as tight face crops (det_score 0 in metadata.csv)", style="yellow")
@@ -1006,7 +1006,7 @@ def main() -> None:
         sys.exit(EXIT_FAILED)
     except SystemExit as e:
         if e.code == 130:  # Typer turns Ctrl-C (and SIGTERM, see _sigterm_as_interrupt) into a silent exit 130
-            after = _AFTER_INTERRUPT.get(_command())
+            after = _AFTER_INTERRUPT.get(_command()) if "--crops" not in sys.argv else "no report written"
             err.print(f"interrupted: {after}" if after else "interrupted")
         raise
 
