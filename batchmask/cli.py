@@ -993,6 +993,9 @@ def data_build(
     if gaps:  # splits keep an identity (and its near-duplicates) on one side, so few inputs may leave one short
         err.print(f"warning: {'; '.join(gaps)} (train validates on val, evaluate --crops scores test): "
                   "build from more photos (a larger --limit)", style="yellow")
+    absent = [lab for lab in ("masked", "unmasked") if not any(c.get(lab) for c in summary["by_split"].values())]
+    if absent:
+        _fail(f"the build holds no {' and no '.join(absent)} crops, and train needs both (too few photos, or files without a crop above)", EXIT_USAGE)
 
 
 def main() -> None:

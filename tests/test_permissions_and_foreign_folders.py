@@ -108,3 +108,13 @@ def test_data_build_and_crop_evaluation_name_unreadable_and_unwritable_folders(t
                  ("watch", masked, tmp_path / "closed" / "out")):
         r = batchmask_unprivileged(*args, timeout=60)
         assert r.returncode in (1, 2) and "ermission denied" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_a_build_without_any_masked_crop_is_written_but_exits_2(tmp_path, build_inputs):
+    unmasked, _ = build_inputs
+    fakes = tmp_path / "in" / "fakes"
+    fakes.mkdir()
+    (fakes / "mask.jpg").write_bytes(b"not a photo")
+    r = batchmask("data", "build", "--unmasked", unmasked, "--masked", fakes, "--mask-share", "0", "--out", tmp_path / "data", "-q")
+    assert r.returncode == 2 and "the build holds no masked crops, and train needs both" in r.stderr.replace("\n", " "), r.stderr
+    assert (tmp_path / "data" / "summary.json").is_file() and "not a recognised image format: 1" in r.stderr
