@@ -908,6 +908,10 @@ def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: O
 
     if not folder.is_dir():
         _fail(f"crops folder not found: {folder}", EXIT_USAGE)
+    from .datasets.build import unfinished_build_warning
+
+    if unfinished_build_warning(folder):
+        err.print(f"warning: {unfinished_build_warning(folder)}", style="yellow")
     try:
         m = evaluate_crops(folder, model or default_classifier_dir(), threshold)
     except CropsError as e:

@@ -268,6 +268,10 @@ def _centre(tf, stored: int, size: int, centre_frac: float):
 def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int = 64, log=print,
                      backbone: Path | None = None, scratch: bool = False) -> dict:
     data, out = Path(data), Path(out)
+    from .datasets.build import unfinished_build_warning
+
+    if unfinished_build_warning(data):
+        log(f"warning: {unfinished_build_warning(data)}")
     splits = _list_split(data)
     if not splits["train"]:
         raise TrainingError(f"no training crops found under {data}")

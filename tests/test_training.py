@@ -186,6 +186,8 @@ def test_a_killed_build_leaves_no_crops_behind_after_the_next_build(tmp_path):
     assert busy.returncode == 4 and "in use by another batchmask data build" in busy.stderr, busy.stderr
     orphans = _crop_files(data)
     assert len(orphans) >= 3 and not (data / "metadata.csv").exists()
+    r = batchmask("evaluate", data, "--crops", "--out", tmp_path / "report", "-q")  # its folders now mix builds: said so
+    assert "holds a data build that is running or was interrupted" in r.stderr.replace("\n", " "), r.stderr
 
     for f in list(un.iterdir())[2:]:
         f.unlink()

@@ -72,6 +72,14 @@ PENDING = ".build-pending.txt"
 LOCK = ".build.lock"
 
 
+def unfinished_build_warning(data: Path) -> str | None:
+    """What to say of a DATA whose build is running or was interrupted: its folders mix two builds."""
+    if (Path(data) / PENDING).is_file():
+        return (f"{data} holds a data build that is running or was interrupted ({PENDING}): its crops may mix two builds "
+                "until a build into it completes")
+    return None
+
+
 def _pending_crops(out: Path) -> set[str]:
     try:
         return set((out / PENDING).read_text(encoding="utf-8").splitlines()) - {""}
