@@ -910,8 +910,9 @@ def _evaluate_crops(folder: Path, out: Path, model: Optional[Path], threshold: O
         _fail(f"crops folder not found: {folder}", EXIT_USAGE)
     from .datasets.build import unfinished_build_warning
 
-    if unfinished_build_warning(folder):
-        err.print(f"warning: {unfinished_build_warning(folder)}", style="yellow")
+    unfinished = unfinished_build_warning(folder)
+    if unfinished:
+        err.print(f"warning: {unfinished}", style="yellow")
     try:
         m = evaluate_crops(folder, model or default_classifier_dir(), threshold)
     except CropsError as e:

@@ -270,8 +270,9 @@ def train_classifier(data, out, epochs: int = 12, seed: int = 0, batch_size: int
     data, out = Path(data), Path(out)
     from .datasets.build import unfinished_build_warning
 
-    if unfinished_build_warning(data):
-        log(f"warning: {unfinished_build_warning(data)}")
+    unfinished = unfinished_build_warning(data)
+    if unfinished:
+        log(f"warning: {unfinished}")
     splits = _list_split(data)
     if not splits["train"]:
         raise TrainingError(f"no training crops found under {data}")

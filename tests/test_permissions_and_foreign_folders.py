@@ -40,7 +40,8 @@ def test_an_unreadable_folder_inside_input_is_an_error_row_and_the_run_goes_on(t
     inp = tmp_path / "photos"
     inp.mkdir()
     shutil.copy(SAMPLES / "astronaut.jpg", inp / "a.jpg")
-    shutil.copy(SAMPLES / "chelsea.jpg", locked(inp / "private") / ".." / "c.jpg")
+    shutil.copy(SAMPLES / "chelsea.jpg", inp / "c.jpg")
+    locked(inp / "private")
     r = batchmask_unprivileged("run", inp, tmp_path / "out", "-w", "1", "-q")
     assert r.returncode == 3, r.stderr
     rows = (tmp_path / "out" / "images.csv").read_text()
@@ -94,11 +95,10 @@ def test_data_build_and_crop_evaluation_name_unreadable_and_unwritable_folders(t
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "cannot read folder" in r.stderr, r.stderr  # counted among the files without a crop
 
-    r = batchmask_unprivileged("data", "build", "--unmasked", masked, "--masked", tmp_path / "in" / "unmasked" / "..", "--out",
-                               locked(tmp_path / "closed") / "data", "-q")
+    r = batchmask_unprivileged("data", "build", "--unmasked", unmasked, "--masked", masked, "--out", locked(tmp_path / "closed") / "data", "-q")
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr and "Permission denied" in r.stderr, r.stderr
 
-    os.chmod(locked(data / "test" / "masked" / "more"), 0)
+    locked(data / "test" / "masked" / "more")
     r = batchmask_unprivileged("evaluate", data, "--crops", "--out", tmp_path / "report", "-q")
     assert r.returncode == 3 and "skipped masked/more/: cannot read folder (Permission denied)" in r.stderr.replace("\n", " "), r.stderr
     r = batchmask_unprivileged("evaluate", data, "--crops", "--out", tmp_path / "closed" / "report")
