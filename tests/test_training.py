@@ -180,6 +180,7 @@ def test_a_killed_build_leaves_no_crops_behind_after_the_next_build(tmp_path):
     deadline = time.monotonic() + 120
     while len(_crop_files(data)) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGSTOP)  # held mid-build, so the second start meets it however slowly that start goes
     busy = batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", data, "-q", "-w", "1")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
