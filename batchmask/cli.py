@@ -123,6 +123,8 @@ MODEL = typer.Option(None, "--model", help="Classifier model directory (default:
 NO_ANNOTATE = typer.Option(False, "--no-annotate", help="Do not write annotated copies.")
 ARCHIVE = typer.Option(None, "--archive", help="Move each input here (same relative path) once its rows are committed.")
 TIMEOUT = typer.Option(120.0, min=0.0, help="Seconds allowed per photo before it becomes an error row (0: no limit).")
+NEAR_DUPLICATES = typer.Option(None, "--near-duplicates", metavar="FILE", help="CSV image_a,image_b of near-duplicate photos, kept on the tuning "
+                                "side together (default: near_duplicates.csv beside BOXES, if there is one).")
 FAST = typer.Option(False, "--fast", help="No upscaled look for small faces (one detector pass on most photos): about twice the photos per second, fewer faces under 32 px found (README, \"Fast mode\").")
 ENGINE = typer.Option("local", "--engine", help="local (a process pool on this machine) or dask (a Dask LocalCluster unless --scheduler).")
 def _scheduler(address: Optional[str]) -> Optional[str]:
@@ -519,11 +521,11 @@ def _job_step(step, quiet: bool) -> int:
             ensemble(models=a["models"], out=a["out"])
         elif step.do == "calibrate":
             calibrate(model=a["model"], images=a["images"], boxes=a["boxes"], tuning=a.get("tuning", 300), max_fnr=a.get("max_fnr", 0.05),
-                      min_tnr=a.get("min_tnr", 0.5), quiet=quiet)
+                      min_tnr=a.get("min_tnr", 0.5), near_duplicates=a.get("near_duplicates"), quiet=quiet)
         elif step.do == "evaluate":
             evaluate(images=a["images"], boxes=a["boxes"], crops=False, out=a["out"], model=a.get("model"), predictions=None, threshold=a.get("threshold"),
                      min_width=a.get("min_width", 16.0), title=a.get("title", "batchmask evaluation"), exclude_first=a.get("exclude_first", 0),
-                     fast=a.get("fast", False),
+                     near_duplicates=a.get("near_duplicates"), fast=a.get("fast", False),
                      workers=a.get("workers"), engine=a.get("engine", "local"), scheduler=a.get("scheduler"), quiet=quiet)
         return 0
     except typer.Exit as e:
@@ -602,9 +604,10 @@ def calibrate(
     model: Path = typer.Argument(..., metavar="MODEL_DIR", help="Classifier model directory; its model.json gets the chosen crop margin, crop levels and threshold."),
     images: Path = typer.Option(..., "--images", help="Folder of annotated real photos."),
     boxes: Path = typer.Option(..., "--boxes", help="Ground truth: CSV (image,x1,y1,x2,y2,label), a PASCAL VOC folder or COCO JSON."),
-    tuning: int = typer.Option(300, min=1, help="Use the first N photos by sorted name; keep the rest held out for evaluation."),
+    tuning: int = typer.Option(300, min=1, help="Use the first N photos by sorted name (and their near-duplicates); keep the rest held out for evaluation."),
     max_fnr: float = typer.Option(0.05, min=0.0, max=1.0, help="FNR limit (FNR + one standard error must stay within it)."),
     min_tnr: float = typer.Option(0.5, min=0.0, max=1.0, help="Refuse (exit 2, model.json unchanged) a model whose best point catches fewer unmasked faces than this."),
+    near_duplicates: Optional[Path] = NEAR_DUPLICATES,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the summary line only."),
 ) -> None:
     """Choose the classifier's crop margin, crop levels and mask threshold on annotated real photos (highest TNR within the FNR limit)."""
@@ -620,16 +623,18 @@ def calibrate(
 
     ambiguous: dict = {}
     try:
-        load_ground_truth(boxes, ambiguous)
+        annotated = load_ground_truth(boxes, ambiguous)
     except GroundTruthError as e:
         _fail(f"bad ground truth: {e}", EXIT_USAGE)
     if ambiguous:
         err.print(f"warning: {boxes}: {ambiguous_label_warning(ambiguous)}", style="yellow")
+    pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, tuning)
     with Progress(TextColumn("[bold]calibrate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err, disable=quiet) as bar:
         task = bar.add_task("calibrate", total=None)
         try:
             choice = choose_operating_point(model, images, boxes, tuning=tuning, max_fnr=max_fnr, min_tnr=min_tnr,
+                                            near_duplicates=pairs, near_duplicates_file=pairs_file,
                                             progress=lambda done, total: bar.update(task, completed=done, total=total))
         except CalibrationError as e:
             _fail(str(e), EXIT_USAGE)
@@ -660,7 +665,8 @@ def evaluate(
     min_width: float = typer.Option(16.0, min=0.0, help="Faces narrower than this (px) are left out of the class table and TNR/FNR."),
     title: str = typer.Option("batchmask evaluation", help="Report title."),
     exclude_first: int = typer.Option(0, "--exclude-first", min=0, help="Leave out the first N annotated photos by sorted name: "
-                                      "the tuning photos of `calibrate --tuning N`, so that only held-out photos are scored."),
+                                      "the tuning photos of `calibrate --tuning N` (and their near-duplicates), so that only held-out photos are scored."),
+    near_duplicates: Optional[Path] = NEAR_DUPLICATES,
     fast: bool = FAST,
     workers: Optional[int] = WORKERS,
     engine: str = ENGINE,
@@ -682,6 +688,7 @@ def evaluate(
         _fail("--boxes is required (ground truth), unless --crops evaluates the classifier on crop folders", EXIT_USAGE)
     from .evaluation.groundtruth import GroundTruthError, ambiguous_label_warning, load_ground_truth
     from .evaluation.report import PredictionsError, covered_images, fmt, labelled_threshold, load_predictions, write_report
+    from .evaluation.tuning_split import tuning_photos
 
     if not images.is_dir():
         _fail(f"images folder not found: {images}", EXIT_USAGE)
@@ -698,12 +705,21 @@ def evaluate(
     if ambiguous:
         held_out_note = "; " + ", ".join(f"{n} ground-truth box{'' if n == 1 else 'es'} labelled {name!r} read as unmasked"
                                          for name, n in sorted(ambiguous.items()))
-    if exclude_first:  # the same order as calibrate's tuning photos: the ground truth's names as written, sorted
-        order = sorted(annotated)
-        excluded = set(_names_in(images, {name: annotated[name] for name in order[:exclude_first]}))
-        annotated = {name: annotated[name] for name in order[exclude_first:]}
+    if exclude_first:  # calibrate's tuning photos: the first N of the ground truth's names as written, sorted, and their near-duplicates
+        pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, exclude_first)
+        tuning, added = tuning_photos(annotated, exclude_first, pairs)
+        if len(tuning) >= len(annotated):
+            _fail(f"--exclude-first {exclude_first} and the near-duplicates of those photos ({pairs_file}) leave none of the "
+                  f"{len(annotated)} annotated photos in {boxes}", EXIT_USAGE)
+        excluded = set(_names_in(images, {name: annotated[name] for name in tuning}))
+        annotated = {name: boxes_ for name, boxes_ in annotated.items() if name not in set(tuning)}
         photos = "photo" if exclude_first == 1 else f"{exclude_first} annotated photos"
         held_out_note += f"; the first {photos} by sorted name (calibration's tuning photos) left out"
+        if added:
+            held_out_note += f", with {len(added)} near-duplicate{'s' if len(added) != 1 else ''} of them ({pairs_file})"
+    elif near_duplicates is not None:
+        err.print("warning: --near-duplicates is used only with --exclude-first (it keeps near-duplicates of the tuning photos out)",
+                  style="yellow")
     gt = _names_in(images, annotated)
     absent = sorted(name for name in gt if not (images / name).is_file())
     if len(absent) == len(gt):
@@ -794,6 +810,31 @@ def evaluate(
         err.print(f"some photos in {images} could not be read (see {out / 'run' / 'images.csv'}, status=error); "
                   "annotated ones count as photos where no face was found", style="yellow")
     raise typer.Exit(code)
+
+
+def _near_duplicate_pairs(boxes: Path, given: Path | None, annotated: dict, first: int) -> tuple[list, str]:
+    """The near-duplicate pairs that keep photos on the tuning side (the given file, else the one beside BOXES), said on the console."""
+    from .evaluation.groundtruth import GroundTruthError
+    from .evaluation.tuning_split import default_near_duplicates, load_near_duplicates, tuning_photos, unknown_names
+
+    path = given if given is not None else default_near_duplicates(boxes)
+    if path is None:
+        return [], ""
+    if not path.is_file():
+        _fail(f"near-duplicates file not found: {path}", EXIT_USAGE)
+    try:
+        pairs = load_near_duplicates(path)
+    except GroundTruthError as e:
+        _fail(f"bad near-duplicates file: {e}", EXIT_USAGE)
+    unknown = unknown_names(annotated, pairs)
+    if unknown:
+        err.print(f"warning: {len(unknown)} photo name{'s' if len(unknown) != 1 else ''} in {path} {'are' if len(unknown) != 1 else 'is'} "
+                  f"not in {boxes} and {'are' if len(unknown) != 1 else 'is'} ignored (first: {unknown[0]!r})", style="yellow")
+    added = tuning_photos(annotated, first, pairs)[1]
+    err.print(f"{len(pairs)} near-duplicate pair{'s' if len(pairs) != 1 else ''} from {path}: "
+              + (f"{len(added)} photo{'s' if len(added) != 1 else ''} join{'s' if len(added) == 1 else ''} the tuning photos as near-duplicates of them"
+                 if added else "none crosses the tuning / held-out boundary"))
+    return pairs, path.name
 
 
 def _boxes_outside(images: Path, gt: dict) -> int:

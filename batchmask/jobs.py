@@ -56,11 +56,12 @@ STEP_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
         "backbone": ("path", False), "scratch": ("bool", False),
     },
     "ensemble": {"models": ("paths", True), "out": ("path", True)},
-    "calibrate": {"model": ("path", True), "images": ("path", True), "boxes": ("path", True), "tuning": ("int", False), "max_fnr": ("float", False), "min_tnr": ("float", False)},
+    "calibrate": {"model": ("path", True), "images": ("path", True), "boxes": ("path", True), "tuning": ("int", False), "max_fnr": ("float", False), "min_tnr": ("float", False),
+                  "near_duplicates": ("path", False)},
     "evaluate": {
         "images": ("path", True), "boxes": ("path", True), "out": ("path", True), "model": ("path", False),
         "threshold": ("float", False), "min_width": ("float", False), "title": ("str", False), "exclude_first": ("int", False), "workers": ("int", False),
-        "engine": ("str", False), "scheduler": ("str", False), "fast": ("bool", False),
+        "near_duplicates": ("path", False), "engine": ("str", False), "scheduler": ("str", False), "fast": ("bool", False),
     },
 }
 JOB_KEYS = {"name": "str", "lock": "path"}

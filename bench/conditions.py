@@ -24,6 +24,7 @@ import numpy as np
 from batchmask.api import MaskDetector
 from batchmask.evaluation.groundtruth import load_ground_truth
 from batchmask.evaluation.metrics import Prediction, compute_metrics
+from batchmask.evaluation.tuning_split import tuning_and_held_out
 from batchmask.images import load_image
 
 
@@ -76,7 +77,8 @@ def main() -> None:
     sets = []
     kaggle = Path(args.data) / "kaggle_andrewmvd_facemask"
     gt = load_ground_truth(kaggle / "boxes.csv")
-    part = sorted(gt)[300:] if args.part == "held-out" else sorted(gt)[:300]
+    tuning, held_out = tuning_and_held_out(gt, 300, kaggle / "boxes.csv")
+    part = held_out if args.part == "held-out" else tuning
     sets.append((f"Kaggle {args.part}", kaggle, gt, part[:: args.every]))
     webcam = Path(args.data) / "formatcom_webcam"
     gtw = load_ground_truth(webcam / "boxes.csv")

@@ -3,8 +3,8 @@
     python bench/pipeline_accuracy.py [--data ../shared/data] [--model DIR] [--threshold T] [--box sx,sy,dx,dy]
 
 Same metrics code as `batchmask evaluate` (batchmask.evaluation.metrics), in one
-process so detector settings can be varied. Kaggle photos whose sorted position is
-< 300 chose the detector's scale policy ("tuning"); the rest are "held-out".
+process so detector settings can be varied. The first 300 Kaggle photos by
+sorted name and their near-duplicates chose the detector's scale policy ("tuning"); the rest are "held-out".
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from batchmask.api import MaskDetector
 from batchmask.detector import DetectorConfig
 from batchmask.evaluation.groundtruth import load_ground_truth
 from batchmask.evaluation.metrics import Prediction, compute_metrics
+from batchmask.evaluation.tuning_split import tuning_and_held_out
 
 
 def predict(det: MaskDetector, folder: Path, names: list[str]) -> dict[str, list[Prediction]]:
@@ -67,7 +68,9 @@ def main() -> None:
     gt = load_ground_truth(kaggle / "boxes.csv")
     names = sorted(gt)
     preds = predict(det, kaggle, names)
-    for title, part in (("Kaggle held-out (sorted position >= 300)", names[300:]), ("Kaggle tuning part (first 300, chose the scale policy)", names[:300])):
+    tuning, held_out = tuning_and_held_out(gt, 300, kaggle / "boxes.csv")
+    for title, part in ((f"Kaggle held-out ({len(held_out)} photos)", held_out),
+                        (f"Kaggle tuning part (first 300 and their near-duplicates, chose the scale policy; {len(tuning)} photos)", tuning)):
         report(title, compute_metrics({n: gt[n] for n in part}, preds, det.threshold))
     webcam = Path(args.data) / "formatcom_webcam"
     gtw = load_ground_truth(webcam / "boxes.csv")

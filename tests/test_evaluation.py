@@ -287,6 +287,68 @@ def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path)
     assert r.returncode == 2 and "p.jsonl:2: image 'a.jpg' was already given on line 1" in r.stderr, r.stderr
 
 
+def test_near_duplicates_of_tuning_photos_are_not_held_out(tmp_path):
+    from batchmask.evaluation.tuning_split import load_near_duplicates, tuning_photos
+
+    # the first N by sorted name and, transitively, their near-duplicates
+    names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    assert tuning_photos(names, 1, [("e.jpg", "c.jpg"), ("c.jpg", "a.jpg"), ("x.jpg", "b.jpg")]) == (["a.jpg", "c.jpg", "e.jpg"], ["c.jpg", "e.jpg"])
+    assert tuning_photos(names, 2, [("d.jpg", "e.jpg")]) == (["a.jpg", "b.jpg"], [])
+    bad = tmp_path / "nd.csv"
+    for text, message in (("", "empty file"), ("image_a,photo\na,b\n", "nd.csv:1: missing column(s) image_b"),
+                          ("image_a,image_b\na.jpg,b.jpg\nc.jpg\n", "nd.csv:3: 1 fields, the header has 2"),
+                          ("image_a,image_b\na.jpg,\n", "nd.csv:2: empty image name")):
+        bad.write_text(text)
+        with pytest.raises(GroundTruthError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_near_duplicates(bad)
+    bad.write_text("Image_A,Image_B\n./a.jpg,b.jpg\n\n")
+    assert load_near_duplicates(bad) == [("a.jpg", "b.jpg")]
+
+    pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", photos / name)
+    gt_dir = tmp_path / "set"
+    gt_dir.mkdir()
+    gt = gt_dir / "boxes.csv"
+    gt.write_text("image,x1,y1,x2,y2,label\n" + "".join(f"{n},170,75,280,185,masked\n" for n in ("a.jpg", "b.jpg", "c.jpg")))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(f'{{"image": "{n}", "faces": [{{"box": [170, 75, 280, 185], "det_score": 0.9, "mask_prob": 0.9}}]}}\n'
+                             for n in ("a.jpg", "b.jpg", "c.jpg")))
+
+    def held_out(*extra):
+        r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1", "-q", *extra)
+        assert r.returncode == 0, r.stderr
+        return json.loads((tmp_path / "h" / "metrics.json").read_text()), r.stderr.replace("\n", " ")
+
+    m, said = held_out()
+    assert m["images"] == 2 and "near-duplicate" not in said + m["source"]
+    # near_duplicates.csv beside the ground truth is found and said; c.jpg leaves the held-out photos with a.jpg
+    (gt_dir / "near_duplicates.csv").write_text("image_a,image_b\nc.jpg,a.jpg\n")
+    m, said = held_out()
+    assert m["images"] == 1 and "1 near-duplicate pair from" in said and "1 photo joins the tuning photos" in said, said
+    assert "left out, with 1 near-duplicate of them (near_duplicates.csv)" in m["source"]
+    (gt_dir / "near_duplicates.csv").write_text("image_a,image_b\nb.jpg,c.jpg\n")
+    m, said = held_out()
+    assert m["images"] == 3 - 1 and "none crosses the tuning / held-out boundary" in said
+    # an explicit file wins; a bad or absent one is an error naming it
+    other = tmp_path / "other.csv"
+    other.write_text("image_a,image_b\na.jpg,b.jpg\nb.jpg,c.jpg\n")
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
+                  "--near-duplicates", other)
+    assert r.returncode == 2 and "and the near-duplicates of those photos (other.csv) leave none of the 3" in r.stderr.replace("\n", " "), r.stderr
+    other.write_text("image_a,image_b\na.jpg;b.jpg\n")
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
+                  "--near-duplicates", other)
+    assert r.returncode == 2 and "bad near-duplicates file:" in r.stderr and "other.csv:2: 1 fields" in r.stderr.replace("\n", ""), r.stderr
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
+                  "--near-duplicates", tmp_path / "nope.csv")
+    assert r.returncode == 2 and "near-duplicates file not found" in r.stderr
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "-q", "--near-duplicates", other)
+    assert r.returncode == 0 and "--near-duplicates is used only with --exclude-first" in r.stderr.replace("\n", " ")
+
+
 def test_evaluate_redoes_every_row_made_with_other_detector_settings(tmp_path):
     pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
     photos = tmp_path / "photos"
@@ -446,12 +508,21 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     shutil.copytree(webcam / "images", images)
     first = sorted(load_ground_truth(webcam / "boxes.csv"))[0]
     (images / first).write_bytes(b"not a photo")  # an unreadable photo is left out and named, the rest goes on
-    r = batchmask("calibrate", model, "--images", images, "--boxes", webcam / "boxes.csv", "--tuning", "30", "--max-fnr", "0.1", "-q")
+    # a near-duplicate of a tuning photo is a tuning photo too (a held-out photo must not be one calibration saw)
+    later = sorted(load_ground_truth(webcam / "boxes.csv"))[40]
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"image_a,image_b\n{later},{first}\nnot-in-this-set.jpg,{first}\n")
+    r = batchmask("calibrate", model, "--images", images, "--boxes", webcam / "boxes.csv", "--tuning", "30", "--max-fnr", "0.1", "-q",
+                  "--near-duplicates", pairs)
     assert r.returncode == 0, r.stderr
     assert f"skipped {first}" in r.stderr
+    said = r.stderr.replace("\n", " ")
+    assert "2 near-duplicate pairs from" in said and "1 photo joins the tuning photos" in said, said
+    assert "1 photo name in" in said and "'not-in-this-set.jpg'" in said
     meta = json.loads((model / "model.json").read_text())
     choice, sweep = meta["threshold_choice"], meta["threshold_choice"]["sweep"]
-    assert choice["tuning_photos"] == "first 30 of boxes.csv by sorted name, 29 of them readable" and list(choice["skipped_photos"]) == [first]
+    assert choice["tuning_photos"] == f"first 30 of boxes.csv by sorted name and 1 near-duplicate of them (pairs.csv: {later}), 30 of them readable"
+    assert list(choice["skipped_photos"]) == [first]
     assert len(sweep) == 5 * 2 * 13 and {row["margin"] for row in sweep} == {1.1, 1.15, 1.2, 1.25, 1.3}
     assert {tuple(row["levels"] or ()) for row in sweep} == {(), (1.0, 99.0)}
     chosen = next(row for row in sweep if row["margin"] == meta["crop_margin"] and row["threshold"] == meta["threshold"]

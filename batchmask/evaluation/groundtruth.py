@@ -116,7 +116,7 @@ def relative_to_folder(names, folder: Path) -> dict[str, str]:
     return out
 
 
-def _text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -128,7 +128,7 @@ def _text(path: Path) -> str:
 
 def _load_csv(path: Path, ambiguous: dict | None) -> GroundTruth:
     gt: GroundTruth = defaultdict(list)
-    reader = csv.reader(io.StringIO(_text(path), newline=""))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
     start = 1
     try:
         header = next(reader, None)
@@ -211,7 +211,7 @@ def _is_id(value) -> bool:
 
 def _load_coco(path: Path, ambiguous: dict | None) -> GroundTruth:
     try:
-        data = json.loads(_text(path))
+        data = json.loads(read_text(path))
     except ValueError as e:
         raise GroundTruthError(f"{path}: invalid JSON ({e})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):

@@ -1,7 +1,7 @@
 """Choose a classifier's crop margin, crop levels and mask threshold on annotated real photos.
 
-The default detector runs over the first `tuning` photos by sorted name (the rest
-stay held out for the report) and every detected face is classified at each crop
+The default detector runs over the first `tuning` photos by sorted name and their
+near-duplicates (`tuning_split.py`; the rest stay held out for the report) and every detected face is classified at each crop
 margin, with the crops as cut and with their levels stretched (`stretch_levels`).
 Rule, per margin and levels: the threshold with the highest TNR whose FNR plus one
 standard error stays within `max_fnr` (ties: the higher threshold); then the
@@ -25,6 +25,7 @@ from ..models import default_detector_path
 from ..storage import atomic_write_json
 from .groundtruth import load_ground_truth
 from .metrics import Prediction, compute_metrics
+from .tuning_split import tuning_photos
 
 MARGINS = (1.1, 1.15, 1.2, 1.25, 1.3)
 THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.20, 0.801, 0.05), 2))
@@ -52,7 +53,8 @@ FEW_FACES = 50  # fewer masked or unmasked tuning faces than this: the choice is
 def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int = 300, max_fnr: float = 0.05,
                            margins: tuple[float, ...] = MARGINS, thresholds: tuple[float, ...] = THRESHOLDS,
                            levels: tuple[tuple[float, float] | None, ...] = LEVELS,
-                           progress: Callable[[int, int], None] | None = None, min_tnr: float = 0.5) -> dict:
+                           progress: Callable[[int, int], None] | None = None, min_tnr: float = 0.5,
+                           near_duplicates: list[tuple[str, str]] = (), near_duplicates_file: str = "") -> dict:
     """Sweep margins × levels × thresholds, write the choice and the sweep into MODEL/model.json; returns the chosen row.
 
     Unreadable photos are left out (listed under "skipped" and in model.json).
@@ -60,7 +62,7 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
     from ..worker import Worker, WorkerConfig
 
     gt = load_ground_truth(boxes)
-    names = sorted(gt)[:tuning]
+    names, added = tuning_photos(gt, tuning, near_duplicates)
     tuning_gt = {k: gt[k] for k in names}
     worker = Worker(WorkerConfig(str(default_detector_path()), str(model)))
     variants = [(m, lv) for m in margins for lv in levels]
@@ -129,7 +131,9 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
     meta["threshold_choice"] = {
         "rule": f"per crop margin and levels, the highest TNR with FNR + 1 SE <= {max_fnr} (ties: higher threshold); "
                 "then the variant with the highest TNR (ties: lower FNR, margin nearest the training framing, crops as cut)",
-        "tuning_photos": f"first {len(names)} of {Path(boxes).name} by sorted name"
+        "tuning_photos": f"first {min(tuning, len(gt))} of {Path(boxes).name} by sorted name"
+                         + (f" and {len(added)} near-duplicate{'s' if len(added) != 1 else ''} of them ({near_duplicates_file}: "
+                            f"{', '.join(added)})" if added else "")
                          + (f", {len(tuning_gt)} of them readable" if skipped else ""),
         "skipped_photos": skipped,
         "sweep": rows,
@@ -147,4 +151,4 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
                         "it barely tells masks apart (an untrained or unsuited model?)")
     meta["threshold_choice"]["warnings"] = warnings
     atomic_write_json(meta_path, meta)
-    return {**choice, "skipped": skipped, "warnings": warnings}
+    return {**choice, "skipped": skipped, "warnings": warnings, "near_duplicates_added": added}
