@@ -1009,8 +1009,10 @@ def data_build(
         state = {"crops": 0, "bad": 0}
 
         def on_event(event: str, d: dict) -> None:
-            if event == "start":
-                bar.update(task, total=d["total"])
+            if event == "fingerprint":  # near-duplicates are looked for first: they must share a split
+                bar.update(task, description="near-duplicates", completed=d["done"], total=d["total"])
+            elif event == "start":
+                bar.update(task, description="crops", completed=0, total=d["total"])
             else:
                 state["crops"] += d["crops"]
                 state["bad"] += d["crops"] == 0
@@ -1033,6 +1035,14 @@ def data_build(
     if summary["whole_frame"]:
         err.print(f"{_count(summary['whole_frame'], 'crop')} taken whole: small files (≤ 256 px) in which no face was found, "
                   "kept as tight face crops (det_score 0 in metadata.csv)", style="yellow")
+    near = summary["near_duplicates"]
+    if near["pairs"]:
+        err.print(f"{_count(near['pairs'], 'near-duplicate pair')} found: {_count(near['files_joined'], 'file')} share a split with "
+                  "a near-duplicate in another group (group column of metadata.csv)")
+    if near["across_labels_count"]:
+        a, b = near["across_labels"][0]
+        err.print(f"warning: {_count(near['across_labels_count'], 'near-duplicate pair')} across --masked and --unmasked inputs "
+                  f"(the same photo under both labels?), e.g. {a} and {b}; listed in summary.json", style="yellow")
     err.print(f"{summary['crops']} crops from {summary['inputs']} files -> {out} {summary['by_split']}")
     gaps = [f"{split} has no {' and no '.join(lab for lab in ('masked', 'unmasked') if not counts.get(lab))} crops"
             for split, counts in summary["by_split"].items() if split != "train" and not (counts.get("masked") and counts.get("unmasked"))]

@@ -31,6 +31,7 @@ from ..sinks import OutputBusyError
 from ..storage import UnsafePathError, atomic_write_json, atomic_write_text, safe_join
 from ..worker import WorkerConfig, crop_name
 from .masks import INCORRECT_WEIGHTS, STYLES
+from .near_duplicates import fingerprints, near_duplicate_pairs
 from .splits import assign_split, group_key
 
 CROP_SIZE = 128
@@ -120,6 +121,53 @@ def _unlink_inside(out: Path, rel: str) -> None:
         pass
 
 
+def source_tags(folders: list[Path]) -> list[str]:
+    """Each input folder's name in the build (its crops' folder, and part of its files' split keys):
+    the shortest trailing part of its path that no other input shares, so that adding an unrelated
+    input never renames the others (their photos keep their splits)."""
+    parts = [Path(f).resolve().parts[1:] or ("root",) for f in folders]
+    tags = []
+    for mine in parts:
+        k = 1
+        while k < len(mine) and any(other != mine and other[-k:] == mine[-k:] for other in parts):
+            k += 1
+        tags.append("/".join(mine[-k:]))
+    return tags
+
+
+def split_groups(entries: list, workers: int | None = None, progress: Callable[[str, dict], None] | None = None) -> tuple[list[str], dict]:
+    """Each file's split key: its own group (a VGGFace2 identity, else its file name within its input),
+    or, when near-duplicates join groups, the smallest key among them, so that they share a split.
+    Also what was found, for summary.json."""
+    keys = [group_key(tag, Path(f.rel).name) for _, tag, f in entries]
+    progress = progress or (lambda event, data: None)
+    progress("fingerprint", {"done": 0, "total": len(entries)})
+    prints = fingerprints([f.path for _, _, f in entries], threads=workers or os.cpu_count() or 1,
+                          progress=lambda done: progress("fingerprint", {"done": done, "total": len(entries)}))
+    progress("fingerprint", {"done": len(entries), "total": len(entries)})
+    pairs = near_duplicate_pairs(prints)
+    parent = {k: k for k in keys}
+
+    def root(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for i, j in pairs:
+        a, b = root(keys[i]), root(keys[j])
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups = [root(k) for k in keys]
+    across = [(i, j) for i, j in pairs if entries[i][0].label != entries[j][0].label]
+    return groups, {
+        "pairs": len(pairs),
+        "files_joined": sum(1 for k, g in zip(keys, groups) if k != g),
+        "across_labels": [[entries[i][1] + "/" + entries[i][2].rel, entries[j][1] + "/" + entries[j][2].rel] for i, j in across[:20]],
+        "across_labels_count": len(across),
+    }
+
+
 def build_dataset(
     sources: list[BuildSource],
     out: str | Path,
@@ -140,11 +188,9 @@ def build_dataset(
         for b in roots[i + 1:]:
             if a == b or a in b.parents or b in a.parents:
                 raise DatasetError(f"input folders overlap: {a} and {b} (each file must come from one folder, with one label)")
-    tasks, meta, unread = [], {}, Counter()
-    common = Path(os.path.commonpath([str(s.folder.resolve()) for s in sources])) if sources else Path()
-    for src in sources:
-        tag = src.folder.resolve().relative_to(common).as_posix() if len(sources) > 1 else src.folder.resolve().name
-        tag = tag if tag != "." else src.folder.resolve().name
+    unread = Counter()
+    entries = []  # (source, tag, scanned file)
+    for src, tag in zip(sources, source_tags([s.folder for s in sources])):
         scanned = list(scan(src.folder, exclude=[out]))  # an earlier build's crops are not inputs
         unread.update(f.problem.split(":")[0] for f in scanned if f.problem)  # unreadable folders, dangling links
         files = [f for f in scanned if not f.problem]
@@ -153,16 +199,20 @@ def build_dataset(
         if limit:
             files = random.Random(f"{seed}:{tag}").sample(files, min(limit, len(files)))
             files.sort(key=lambda f: f.rel)
-        for f in files:
-            split = assign_split(group_key(tag, Path(f.rel).name), seed)
-            plan = mask_plan(f"{tag}/{f.rel}", seed, mask_share, incorrect_share) if src.label == "unmasked" else None
-            label = src.label if plan is None else ("masked" if plan["wear"] == "correct" else "incorrect")
-            rel = f"{split}/{label}/{tag}/{f.rel}"
-            tasks.append((f.path, rel, plan))
-            meta[rel] = {
-                "split": split, "label": label, "source": tag, "source_file": f.rel,
-                "artificial": plan is not None, "mask_style": plan["style"] if plan else "", "wear": plan["wear"] if plan else "",
-            }
+        entries += [(src, tag, f) for f in files]
+    groups, near = split_groups(entries, workers, progress)
+    tasks, meta = [], {}
+    for (src, tag, f), group in zip(entries, groups):
+        split = assign_split(group, seed)
+        plan = mask_plan(f"{tag}/{f.rel}", seed, mask_share, incorrect_share) if src.label == "unmasked" else None
+        label = src.label if plan is None else ("masked" if plan["wear"] == "correct" else "incorrect")
+        rel = f"{split}/{label}/{tag}/{f.rel}"
+        tasks.append((f.path, rel, plan))
+        meta[rel] = {
+            "split": split, "label": label, "source": tag, "source_file": f.rel,
+            "artificial": plan is not None, "mask_style": plan["style"] if plan else "", "wear": plan["wear"] if plan else "",
+            "group": group,
+        }
     if not tasks:
         raise DatasetError(f"no photos in {', '.join(str(s.folder) for s in sources)}")
     foreign = foreign_content(out)
@@ -176,12 +226,12 @@ def build_dataset(
     except Timeout:
         raise OutputBusyError(f"{out} is in use by another batchmask data build") from None
     try:
-        return _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread)
+        return _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread, near)
     finally:
         lock.release()
 
 
-def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread: Counter) -> dict:
+def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread: Counter, near: dict) -> dict:
     interrupted = _pending_crops(out)
     atomic_write_text(out / PENDING, "".join(f"{n}\n" for n in sorted(interrupted | {crop_name(rel) for _, rel, _ in tasks})))
     config = WorkerConfig(
@@ -213,7 +263,7 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
         raise DatasetError(f"no face crops from {len(tasks)} files ({reasons}); {out} is left as it was")
     rows.sort(key=lambda r: r["crop"])
     earlier = _listed_crops(out)
-    columns = ["crop", "split", "label", "source", "source_file", "artificial", "mask_style", "wear", "face_width", "det_score", "seed"]
+    columns = ["crop", "split", "label", "source", "source_file", "artificial", "mask_style", "wear", "face_width", "det_score", "seed", "group"]
     with open(out / "metadata.csv.tmp", "w", newline="") as f:
         w = csv.DictWriter(f, columns)
         w.writeheader()
@@ -233,6 +283,7 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
         "skipped": dict(failures),
         # files of at most 256 px with no face found are taken whole, as tight crops (det_score 0)
         "whole_frame": sum(1 for r in rows if r["det_score"] == 0),
+        "near_duplicates": near,
         "seed": seed,
         "crop_size": CROP_SIZE,
         "crop_margin": CROP_MARGIN,

@@ -1,4 +1,5 @@
-"""Deterministic, leakage-free splits: every crop of one source group lands on one side."""
+"""Deterministic, leakage-free splits: every crop of one source group lands on one side
+(near-duplicate files join one group: `build.split_groups`)."""
 
 from __future__ import annotations
 
