@@ -124,7 +124,7 @@ NO_ANNOTATE = typer.Option(False, "--no-annotate", help="Do not write annotated 
 ARCHIVE = typer.Option(None, "--archive", help="Move each input here (same relative path) once its rows are committed.")
 TIMEOUT = typer.Option(120.0, min=0.0, help="Seconds allowed per photo before it becomes an error row (0: no limit).")
 NEAR_DUPLICATES = typer.Option(None, "--near-duplicates", metavar="FILE", help="CSV image_a,image_b of near-duplicate photos, kept on the tuning "
-                                "side together (default: near_duplicates.csv beside BOXES, if there is one).")
+                                "side together with those found by comparing the photos (default: near_duplicates.csv beside BOXES, if there is one).")
 FAST = typer.Option(False, "--fast", help="No upscaled look for small faces (one detector pass on most photos): about twice the photos per second, fewer faces under 32 px found (README, \"Fast mode\").")
 ENGINE = typer.Option("local", "--engine", help="local (a process pool on this machine) or dask (a Dask LocalCluster unless --scheduler).")
 def _scheduler(address: Optional[str]) -> Optional[str]:
@@ -628,7 +628,7 @@ def calibrate(
         _fail(f"bad ground truth: {e}", EXIT_USAGE)
     if ambiguous:
         err.print(f"warning: {boxes}: {ambiguous_label_warning(ambiguous)}", style="yellow")
-    pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, tuning)
+    pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, tuning, images)
     with Progress(TextColumn("[bold]calibrate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err, disable=quiet) as bar:
         task = bar.add_task("calibrate", total=None)
@@ -706,7 +706,7 @@ def evaluate(
         held_out_note = "; " + ", ".join(f"{n} ground-truth box{'' if n == 1 else 'es'} labelled {name!r} read as unmasked"
                                          for name, n in sorted(ambiguous.items()))
     if exclude_first:  # calibrate's tuning photos: the first N of the ground truth's names as written, sorted, and their near-duplicates
-        pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, exclude_first)
+        pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, exclude_first, images)
         tuning, added = tuning_photos(annotated, exclude_first, pairs)
         if len(tuning) >= len(annotated):
             _fail(f"--exclude-first {exclude_first} and the near-duplicates of those photos ({pairs_file}) leave none of the "
@@ -812,29 +812,34 @@ def evaluate(
     raise typer.Exit(code)
 
 
-def _near_duplicate_pairs(boxes: Path, given: Path | None, annotated: dict, first: int) -> tuple[list, str]:
-    """The near-duplicate pairs that keep photos on the tuning side (the given file, else the one beside BOXES), said on the console."""
+def _near_duplicate_pairs(boxes: Path, given: Path | None, annotated: dict, first: int, images: Path) -> tuple[list, str]:
+    """The near-duplicate pairs that keep photos on the tuning side: those the given file lists (else the
+    file beside BOXES) and those found by comparing the photos; said on the console."""
     from .evaluation.groundtruth import GroundTruthError
-    from .evaluation.tuning_split import default_near_duplicates, load_near_duplicates, tuning_photos, unknown_names
+    from .evaluation.tuning_split import default_near_duplicates, found_near_duplicates, load_near_duplicates, tuning_photos, unknown_names
 
     path = given if given is not None else default_near_duplicates(boxes)
-    if path is None:
-        return [], ""
-    if not path.is_file():
-        _fail(f"near-duplicates file not found: {path}", EXIT_USAGE)
-    try:
-        pairs = load_near_duplicates(path)
-    except GroundTruthError as e:
-        _fail(f"bad near-duplicates file: {e}", EXIT_USAGE)
-    unknown = unknown_names(annotated, pairs)
-    if unknown:
-        err.print(f"warning: {len(unknown)} photo name{'s' if len(unknown) != 1 else ''} in {path} {'are' if len(unknown) != 1 else 'is'} "
-                  f"not in {boxes} and {'are' if len(unknown) != 1 else 'is'} ignored (first: {unknown[0]!r})", style="yellow")
+    listed = []
+    if path is not None:
+        if not path.is_file():
+            _fail(f"near-duplicates file not found: {path}", EXIT_USAGE)
+        try:
+            listed = load_near_duplicates(path)
+        except GroundTruthError as e:
+            _fail(f"bad near-duplicates file: {e}", EXIT_USAGE)
+        unknown = unknown_names(annotated, listed)
+        if unknown:
+            err.print(f"warning: {len(unknown)} photo name{'s' if len(unknown) != 1 else ''} in {path} {'are' if len(unknown) != 1 else 'is'} "
+                      f"not in {boxes} and {'are' if len(unknown) != 1 else 'is'} ignored (first: {unknown[0]!r})", style="yellow")
+    found = found_near_duplicates(annotated, images)
+    pairs = listed + found
     added = tuning_photos(annotated, first, pairs)[1]
-    err.print(f"{len(pairs)} near-duplicate pair{'s' if len(pairs) != 1 else ''} from {path}: "
-              + (f"{len(added)} photo{'s' if len(added) != 1 else ''} join{'s' if len(added) == 1 else ''} the tuning photos as near-duplicates of them"
+    where = " and ".join(([f"{len(listed)} listed in {path}"] if path else []) + [f"{len(found)} found by comparing the photos"])
+    err.print(f"near-duplicate pairs: {where}; "
+              + (f"{_count(len(added), 'photo')} join{'s' if len(added) == 1 else ''} the tuning photos as near-duplicates of them"
                  if added else "none crosses the tuning / held-out boundary"))
-    return pairs, path.name
+    note = " and ".join(([path.name] if path else []) + ["found by comparing the photos"])
+    return pairs, note
 
 
 def _boxes_outside(images: Path, gt: dict) -> int:

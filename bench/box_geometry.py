@@ -37,7 +37,7 @@ def main() -> None:
             gt[row["image"]].append([float(row[k]) for k in ("x1", "y1", "x2", "y2")])
     det = RetinaFace(str(default_detector_path()), DetectorConfig(box_scale=(1.0, 1.0), box_shift=(0.0, 0.0)), threads=2)
     stats = []
-    for name in tuning_and_held_out(gt, 300, folder / "boxes.csv")[0]:
+    for name in tuning_and_held_out(gt, 300, folder / "boxes.csv", folder / "images")[0]:
         faces = det.detect(load_image(str(folder / "images" / name)).pixels)
         g = np.array(gt[name])
         if not len(faces):

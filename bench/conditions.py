@@ -77,7 +77,7 @@ def main() -> None:
     sets = []
     kaggle = Path(args.data) / "kaggle_andrewmvd_facemask"
     gt = load_ground_truth(kaggle / "boxes.csv")
-    tuning, held_out = tuning_and_held_out(gt, 300, kaggle / "boxes.csv")
+    tuning, held_out = tuning_and_held_out(gt, 300, kaggle / "boxes.csv", kaggle / "images")
     part = held_out if args.part == "held-out" else tuning
     sets.append((f"Kaggle {args.part}", kaggle, gt, part[:: args.every]))
     webcam = Path(args.data) / "formatcom_webcam"

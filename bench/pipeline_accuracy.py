@@ -68,7 +68,7 @@ def main() -> None:
     gt = load_ground_truth(kaggle / "boxes.csv")
     names = sorted(gt)
     preds = predict(det, kaggle, names)
-    tuning, held_out = tuning_and_held_out(gt, 300, kaggle / "boxes.csv")
+    tuning, held_out = tuning_and_held_out(gt, 300, kaggle / "boxes.csv", kaggle / "images")
     for title, part in ((f"Kaggle held-out ({len(held_out)} photos)", held_out),
                         (f"Kaggle tuning part (first 300 and their near-duplicates, chose the scale policy; {len(tuning)} photos)", tuning)):
         report(title, compute_metrics({n: gt[n] for n in part}, preds, det.threshold))

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageEnhance
 
 from batchmask.datasets.build import source_tags
-from batchmask.datasets.near_duplicates import fingerprint, fingerprints, near_duplicate_pairs
+from batchmask.near_duplicates import fingerprint, fingerprints, near_duplicate_pairs
 from batchmask.datasets.splits import assign_split, group_key
 from conftest import SAMPLES, batchmask
 

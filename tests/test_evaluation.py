@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from batchmask.evaluation.groundtruth import GroundTruthError, load_ground_truth
 from batchmask.evaluation.metrics import Prediction, average_precision, compute_metrics
@@ -307,8 +308,8 @@ def test_near_duplicates_of_tuning_photos_are_not_held_out(tmp_path):
     pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
     photos = tmp_path / "photos"
     photos.mkdir()
-    for name in ("a.jpg", "b.jpg", "c.jpg"):
-        shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", photos / name)
+    for i, name in enumerate(("a.jpg", "b.jpg", "c.jpg")):  # three different photos (the predictions say what is in them)
+        Image.fromarray((np.random.default_rng(i).random((400, 400, 3)) * 255).astype(np.uint8)).save(photos / name)
     gt_dir = tmp_path / "set"
     gt_dir.mkdir()
     gt = gt_dir / "boxes.csv"
@@ -323,21 +324,27 @@ def test_near_duplicates_of_tuning_photos_are_not_held_out(tmp_path):
         return json.loads((tmp_path / "h" / "metrics.json").read_text()), r.stderr.replace("\n", " ")
 
     m, said = held_out()
-    assert m["images"] == 2 and "near-duplicate" not in said + m["source"]
+    assert m["images"] == 2 and "near-duplicate pairs: 0 found by comparing the photos; none crosses" in said, said
+    assert "near-duplicate" not in m["source"]
     # near_duplicates.csv beside the ground truth is found and said; c.jpg leaves the held-out photos with a.jpg
     (gt_dir / "near_duplicates.csv").write_text("image_a,image_b\nc.jpg,a.jpg\n")
     m, said = held_out()
-    assert m["images"] == 1 and "1 near-duplicate pair from" in said and "1 photo joins the tuning photos" in said, said
-    assert "left out, with 1 near-duplicate of them (near_duplicates.csv)" in m["source"]
+    assert m["images"] == 1 and "near-duplicate pairs: 1 listed in" in said and "1 photo joins the tuning photos" in said, said
+    assert "left out, with 1 near-duplicate of them (near_duplicates.csv and found by comparing the photos)" in m["source"]
     (gt_dir / "near_duplicates.csv").write_text("image_a,image_b\nb.jpg,c.jpg\n")
     m, said = held_out()
     assert m["images"] == 3 - 1 and "none crosses the tuning / held-out boundary" in said
+    # with no list, a copy of a tuning photo is found by comparing the photos
+    (gt_dir / "near_duplicates.csv").unlink()
+    Image.open(photos / "a.jpg").resize((300, 300)).save(photos / "c.jpg", quality=60)
+    m, said = held_out()
+    assert m["images"] == 1 and "near-duplicate pairs: 1 found by comparing the photos; 1 photo joins" in said, said
     # an explicit file wins; a bad or absent one is an error naming it
     other = tmp_path / "other.csv"
     other.write_text("image_a,image_b\na.jpg,b.jpg\nb.jpg,c.jpg\n")
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
                   "--near-duplicates", other)
-    assert r.returncode == 2 and "and the near-duplicates of those photos (other.csv) leave none of the 3" in r.stderr.replace("\n", " "), r.stderr
+    assert r.returncode == 2 and "and the near-duplicates of those photos (other.csv and found by comparing the photos) leave none of the 3" in r.stderr.replace("\n", " "), r.stderr
     other.write_text("image_a,image_b\na.jpg;b.jpg\n")
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
                   "--near-duplicates", other)
@@ -517,11 +524,12 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"skipped {first}" in r.stderr
     said = r.stderr.replace("\n", " ")
-    assert "2 near-duplicate pairs from" in said and "1 photo joins the tuning photos" in said, said
+    assert "near-duplicate pairs: 2 listed in" in said and "and 0 found by comparing the photos; 1 photo joins the tuning photos" in said, said
     assert "1 photo name in" in said and "'not-in-this-set.jpg'" in said
     meta = json.loads((model / "model.json").read_text())
     choice, sweep = meta["threshold_choice"], meta["threshold_choice"]["sweep"]
-    assert choice["tuning_photos"] == f"first 30 of boxes.csv by sorted name and 1 near-duplicate of them (pairs.csv: {later}), 30 of them readable"
+    assert choice["tuning_photos"] == (f"first 30 of boxes.csv by sorted name and 1 near-duplicate of them (pairs.csv and found by comparing "
+                                       f"the photos: {later}), 30 of them readable")
     assert list(choice["skipped_photos"]) == [first]
     assert len(sweep) == 5 * 2 * 13 and {row["margin"] for row in sweep} == {1.1, 1.15, 1.2, 1.25, 1.3}
     assert {tuple(row["levels"] or ()) for row in sweep} == {(), (1.0, 99.0)}

@@ -31,7 +31,7 @@ from ..sinks import OutputBusyError
 from ..storage import UnsafePathError, atomic_write_json, atomic_write_text, safe_join
 from ..worker import WorkerConfig, crop_name
 from .masks import INCORRECT_WEIGHTS, STYLES
-from .near_duplicates import fingerprints, near_duplicate_pairs
+from ..near_duplicates import fingerprints, near_duplicate_pairs
 from .splits import assign_split, group_key
 
 CROP_SIZE = 128

@@ -1,9 +1,10 @@
 """Which annotated photos are tuning photos (for `calibrate`) and which are held out (for `evaluate`).
 
-The tuning photos are the first N by sorted name, plus every photo listed as a near-duplicate
-of one of them (transitively): a pair split across the two parts would let a held-out photo be
-scored on what calibration already saw. Pairs come from a CSV `image_a,image_b` (the format of
-`near_duplicates.csv` in ../shared/data); by default the file of that name beside the ground truth.
+The tuning photos are the first N by sorted name, plus every near-duplicate of one of them
+(transitively): a pair split across the two parts would let a held-out photo be scored on what
+calibration already saw. Pairs are those a CSV `image_a,image_b` lists (the format of
+`near_duplicates.csv` in ../shared/data; by default the file of that name beside the ground
+truth) and those found by comparing the photos (`batchmask.near_duplicates`, as `data build` does).
 """
 
 from __future__ import annotations
@@ -80,8 +81,18 @@ def unknown_names(names, pairs: list[tuple[str, str]]) -> list[str]:
     return sorted({n for pair in pairs for n in pair} - known)
 
 
-def tuning_and_held_out(gt, first: int, boxes: Path) -> tuple[list[str], list[str]]:
-    """Both parts of an annotated set, with the near-duplicates file beside `boxes` if there is one (the benchmarks' split)."""
-    found = default_near_duplicates(boxes)
-    tuning = set(tuning_photos(gt, first, load_near_duplicates(found) if found else [])[0])
+def found_near_duplicates(names, images: Path) -> list[tuple[str, str]]:
+    """Pairs of annotated photos (names as in the ground truth, relative to `images` or absolute) that look alike."""
+    from ..near_duplicates import fingerprints, near_duplicate_pairs
+
+    names = sorted(names)
+    prints = fingerprints([str(Path(images) / n) for n in names])  # an absolute name stays itself
+    return [(names[i], names[j]) for i, j in near_duplicate_pairs(prints)]
+
+
+def tuning_and_held_out(gt, first: int, boxes: Path, images: Path) -> tuple[list[str], list[str]]:
+    """Both parts of an annotated set, as `calibrate` and `evaluate --exclude-first` split it (the benchmarks' split)."""
+    listed = default_near_duplicates(boxes)
+    pairs = (load_near_duplicates(listed) if listed else []) + found_near_duplicates(gt, images)
+    tuning = set(tuning_photos(gt, first, pairs)[0])
     return sorted(tuning), sorted(n for n in gt if n not in tuning)

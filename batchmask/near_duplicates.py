@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from ..images import ImageError, load_image
+from .images import ImageError, load_image
 
 MAX_BITS = 12
 MIN_CORRELATION = 0.95
