@@ -1080,7 +1080,7 @@ _AFTER_INTERRUPT = {
     "watch": "rows committed so far are kept; the same command resumes",
     "job": "rows committed so far are kept; the same command resumes",
     "evaluate": "the photos done so far are kept in REPORT/run; the same command resumes",
-    "data": "DATA keeps its earlier metadata.csv; the next build into it removes this one's crops",
+    "data": "DATA is left as its last complete build made it",
     "calibrate": "model.json is unchanged",
 }
 

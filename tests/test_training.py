@@ -161,9 +161,10 @@ def test_one_empty_input_folder_leaves_an_earlier_build_as_it_was(tmp_path):
     assert ((data / "metadata.csv").read_bytes(), _crop_files(data)) == before
 
 
-def test_a_killed_build_leaves_no_crops_behind_after_the_next_build(tmp_path):
-    """A build killed mid-way has written crops its metadata.csv never lists; train reads the
-    folders, so the next build into DATA removes them. A second build into DATA at once is refused."""
+def test_a_killed_build_leaves_data_as_the_last_complete_build_made_it(tmp_path):
+    """Workers write into DATA/.build-staging; crops move into place only when every file is done,
+    so a build killed mid-way leaves DATA (crops and metadata.csv) as its last complete build made
+    it, and the next build clears what the killed one left. A second build into DATA at once is refused."""
     import os
     import signal
     import time
@@ -171,32 +172,48 @@ def test_a_killed_build_leaves_no_crops_behind_after_the_next_build(tmp_path):
     un, ma = tmp_path / "un", tmp_path / "ma"
     un.mkdir()
     ma.mkdir()
-    for i in range(40):
+    for i in range(2):
         shutil.copy(SAMPLES / ("astronaut.jpg" if i % 2 else "chelsea.jpg"), un / f"u{i:02}.jpg")
     shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", ma / "m.jpg")
     data = tmp_path / "data"
+    assert batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", data, "-q", "-w", "1").returncode == 0
+    first = (data / "metadata.csv").read_bytes(), _crop_files(data)
+    assert first[1] == _listed(data) and not (data / ".build-staging").exists()
+
+    for i in range(2, 40):
+        shutil.copy(SAMPLES / ("astronaut.jpg" if i % 2 else "chelsea.jpg"), un / f"u{i:02}.jpg")
     proc = subprocess.Popen([sys.executable, "-m", "batchmask", "data", "build", "--unmasked", str(un), "--masked", str(ma),
                              "--out", str(data), "-q", "-w", "1"], stderr=subprocess.PIPE, text=True)
+    staged = data / ".build-staging"
     deadline = time.monotonic() + 120
-    while len(_crop_files(data)) < 3 and time.monotonic() < deadline and proc.poll() is None:
+    while (not staged.is_dir() or len(_crop_files(staged)) < 3) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGSTOP)  # held mid-build, so the second start meets it however slowly that start goes
     busy = batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", data, "-q", "-w", "1")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
     assert busy.returncode == 4 and "in use by another batchmask data build" in busy.stderr, busy.stderr
-    orphans = _crop_files(data)
-    assert len(orphans) >= 3 and not (data / "metadata.csv").exists()
-    r = batchmask("evaluate", data, "--crops", "--out", tmp_path / "report", "-q")  # its folders now mix builds: said so
-    assert "holds a data build that is running or was interrupted" in r.stderr.replace("\n", " "), r.stderr
+    assert len(_crop_files(staged)) >= 3  # the killed build's crops, never moved into place
+    assert ((data / "metadata.csv").read_bytes(), [c for c in _crop_files(data) if not c.startswith(".build-staging/")]) == first
+    r = batchmask("evaluate", data, "--crops", "--out", tmp_path / "report", "-q")
+    assert "mix two builds" not in r.stderr.replace("\n", " "), r.stderr
 
-    for f in list(un.iterdir())[2:]:
+    for f in list(un.iterdir())[3:]:
         f.unlink()
     r = batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", data, "-q", "-w", "1")
     assert r.returncode == 0, r.stderr
-    assert _crop_files(data) == _listed(data)
-    assert len(_listed(data)) == 3
-    assert not (data / ".build-pending.txt").exists()
+    assert _crop_files(data) == _listed(data) and len(_listed(data)) == 4
+    assert not (data / ".build-pending.txt").exists() and not staged.exists()
+
+    # killed while moving its crops into place: the next build removes what the pending list names
+    stray = "train/unmasked/un/stray.jpg.face0.jpg"
+    (data / stray).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(data / _listed(data)[0], data / stray)
+    (data / ".build-pending.txt").write_text(stray + "\n")
+    r = batchmask("evaluate", data, "--crops", "--out", tmp_path / "report", "-q")
+    assert "moving its crops into place or was interrupted while it did" in r.stderr.replace("\n", " "), r.stderr
+    assert batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", data, "-q", "-w", "1").returncode == 0
+    assert _crop_files(data) == _listed(data) and not (data / stray).exists()
 
 
 def test_a_rebuild_into_a_folder_inside_an_input_does_not_read_its_own_crops(tmp_path):
@@ -266,4 +283,5 @@ def test_sigterm_stops_a_data_build_like_ctrl_c(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 130
-    assert "the next build into it removes this one's crops" in proc.stderr.read()
+    assert "interrupted: DATA is left as its last complete build made it" in proc.stderr.read()
+    assert not list(data.rglob("*.jpg"))  # its crops were still in .build-staging, which is cleared

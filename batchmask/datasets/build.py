@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from ..models import default_detector_path
 from ..sources import scan
 from ..sinks import OutputBusyError
 from ..storage import UnsafePathError, atomic_write_json, atomic_write_text, safe_join
-from ..worker import WorkerConfig, crop_name
+from ..worker import WorkerConfig
 from .masks import INCORRECT_WEIGHTS, STYLES
 from ..near_duplicates import fingerprints, near_duplicate_pairs
 from .splits import assign_split, group_key
@@ -67,17 +68,20 @@ def _listed_crops(out: Path) -> set[str]:
         return set()
 
 
-# the crops a build may write, noted before its workers start: a build that is interrupted
-# leaves crops its metadata.csv never lists, and the next build into DATA removes them
+# workers write a build's crops here; they are moved into place only once every file is done,
+# so a build that is interrupted before then leaves DATA as the last complete build made it
+STAGING = ".build-staging"
+# the crops being moved into place, noted before the first move: a build interrupted while it moves
+# them leaves crops its metadata.csv never lists, and the next build into DATA removes them
 PENDING = ".build-pending.txt"
 LOCK = ".build.lock"
 
 
 def unfinished_build_warning(data: Path) -> str | None:
-    """What to say of a DATA whose build is running or was interrupted: its folders mix two builds."""
+    """What to say of a DATA whose build is moving its crops into place, or was interrupted while it did: its folders mix two builds."""
     if (Path(data) / PENDING).is_file():
-        return (f"{data} holds a data build that is running or was interrupted ({PENDING}): its crops may mix two builds "
-                "until a build into it completes")
+        return (f"{data} holds a data build that is moving its crops into place or was interrupted while it did ({PENDING}): "
+                "its crops may mix two builds until a build into it completes")
     return None
 
 
@@ -93,8 +97,8 @@ _CROP = re.compile(r"(train|val|test)/(masked|unmasked|incorrect)/.+\.face[0-9]+
 
 
 def is_build_folder(out: Path) -> bool:
-    """Whether OUT holds a data build (its summary.json, or an interrupted first build's pending list)."""
-    if (out / PENDING).is_file():
+    """Whether OUT holds a data build (its summary.json, or an interrupted first build's crops or pending list)."""
+    if (out / PENDING).is_file() or (out / STAGING).is_dir():
         return True
     try:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -231,13 +235,21 @@ def build_dataset(
         lock.release()
 
 
+def _clear_staging(staging: Path) -> None:
+    """Remove an interrupted build's unmoved crops (STAGING is batchmask's own folder)."""
+    if staging.is_symlink() or staging.is_file():
+        staging.unlink()
+    elif staging.is_dir():
+        shutil.rmtree(staging)
+
+
 def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread: Counter, near: dict) -> dict:
-    interrupted = _pending_crops(out)
-    atomic_write_text(out / PENDING, "".join(f"{n}\n" for n in sorted(interrupted | {crop_name(rel) for _, rel, _ in tasks})))
+    staging = out / STAGING
+    _clear_staging(staging)
     config = WorkerConfig(
         detector_path=str(default_detector_path()),
         detector=DetectorConfig(scales=(640,), score_threshold=0.3, min_face=8.0, small_face_score=0.3),
-        crops_root=str(out),
+        crops_root=str(staging),
         crop_size=CROP_SIZE,
         crop_margin=CROP_MARGIN,
         crop_largest_only=True,
@@ -246,23 +258,22 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
     )
     rows, failures = [], Counter(unread)
     progress("start", {"total": len(tasks)})
-    with make_engine(config, workers, engine, scheduler) as pool:
-        batches = (tasks[i : i + 8] for i in range(0, len(tasks), 8))
-        for result in pool.results(batches):
-            m = meta[result["image"]]
-            crops = result.get("crops") or []
-            if result["status"] != "ok":
-                failures[result["error"].split(":")[0]] += 1
-            elif not crops:
-                failures["no face found"] += 1
-            for c in crops:
-                rows.append({"crop": c["crop"], **m, "face_width": round(c["width"], 1), "det_score": round(c["det_score"], 3), "seed": seed})
-            progress("image", {"status": result["status"], "crops": len(crops)})
+    try:
+        _run_workers(config, tasks, meta, workers, engine, scheduler, rows, failures, seed, progress)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: DATA is as it was; what this build made goes
+        _clear_staging(staging)
+        raise
     if not rows:
+        _clear_staging(staging)
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(failures.items()))
         raise DatasetError(f"no face crops from {len(tasks)} files ({reasons}); {out} is left as it was")
     rows.sort(key=lambda r: r["crop"])
-    earlier = _listed_crops(out)
+    earlier, interrupted, made = _listed_crops(out), _pending_crops(out), [r["crop"] for r in rows]
+    atomic_write_text(out / PENDING, "".join(f"{n}\n" for n in sorted(interrupted | set(made))))
+    for crop in made:  # renames within one file system: a second or two for tens of thousands of crops
+        target = safe_join(out, crop)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(safe_join(staging, crop), target)
     columns = ["crop", "split", "label", "source", "source_file", "artificial", "mask_style", "wear", "face_width", "det_score", "seed", "group"]
     with open(out / "metadata.csv.tmp", "w", newline="") as f:
         w = csv.DictWriter(f, columns)
@@ -272,6 +283,7 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
     for crop in (earlier | interrupted) - {r["crop"] for r in rows}:  # crops this build did not make: train reads folders
         _unlink_inside(out, crop)
     (out / PENDING).unlink()
+    _clear_staging(staging)
     counts = Counter((r["split"], r["label"]) for r in rows)
     summary = {
         "inputs": len(tasks),
@@ -291,3 +303,19 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
     }
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _run_workers(config, tasks, meta, workers, engine, scheduler, rows: list, failures: Counter, seed: int, progress) -> None:
+    """Every file through the engine; its crops land in STAGING, their rows in `rows`."""
+    with make_engine(config, workers, engine, scheduler) as pool:
+        batches = (tasks[i : i + 8] for i in range(0, len(tasks), 8))
+        for result in pool.results(batches):
+            m = meta[result["image"]]
+            crops = result.get("crops") or []
+            if result["status"] != "ok":
+                failures[result["error"].split(":")[0]] += 1
+            elif not crops:
+                failures["no face found"] += 1
+            for c in crops:
+                rows.append({"crop": c["crop"], **m, "face_width": round(c["width"], 1), "det_score": round(c["det_score"], 3), "seed": seed})
+            progress("image", {"status": result["status"], "crops": len(crops)})
