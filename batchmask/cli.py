@@ -686,7 +686,7 @@ def evaluate(
         return
     if boxes is None:
         _fail("--boxes is required (ground truth), unless --crops evaluates the classifier on crop folders", EXIT_USAGE)
-    from .evaluation.groundtruth import GroundTruthError, ambiguous_label_warning, load_ground_truth
+    from .evaluation.groundtruth import GroundTruthError, ambiguous_counts, ambiguous_label_warning, load_ground_truth
     from .evaluation.report import PredictionsError, covered_images, fmt, labelled_threshold, load_predictions, write_report
     from .evaluation.tuning_split import tuning_photos
 
@@ -702,9 +702,6 @@ def evaluate(
     if exclude_first >= len(annotated):
         _fail(f"--exclude-first {exclude_first} leaves none of the {len(annotated)} annotated photos in {boxes}", EXIT_USAGE)
     held_out_note, excluded = "", set()
-    if ambiguous:
-        held_out_note = "; " + ", ".join(f"{n} ground-truth box{'' if n == 1 else 'es'} labelled {name!r} read as unmasked"
-                                         for name, n in sorted(ambiguous.items()))
     if exclude_first:  # calibrate's tuning photos: the first N of the ground truth's names as written, sorted, and their near-duplicates
         pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, exclude_first, images)
         tuning, added = tuning_photos(annotated, exclude_first, pairs)
@@ -720,6 +717,10 @@ def evaluate(
     elif near_duplicates is not None:
         err.print("warning: --near-duplicates is used only with --exclude-first (it keeps near-duplicates of the tuning photos out)",
                   style="yellow")
+    scored_ambiguous = ambiguous_counts(ambiguous, set(annotated))  # the photos left out do not count
+    if scored_ambiguous:
+        held_out_note = "; " + ", ".join(f"{n} ground-truth box{'' if n == 1 else 'es'} labelled {name!r} read as unmasked"
+                                         for name, n in scored_ambiguous.items()) + held_out_note
     gt = _names_in(images, annotated)
     absent = sorted(name for name in gt if not (images / name).is_file())
     if len(absent) == len(gt):

@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from batchmask.evaluation.groundtruth import GroundTruthError, load_ground_truth
 from batchmask.evaluation.metrics import Prediction, average_precision, compute_metrics
@@ -248,10 +248,10 @@ def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path)
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
     shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", photos / "a.jpg")
-    shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", photos / "sub" / "b.jpg")
+    ImageOps.mirror(Image.open(SAMPLES / "masks" / "astronaut_cloth.jpg")).save(photos / "sub" / "b.jpg", quality=95)  # not a near-duplicate
     (photos / "notes.jpg").write_bytes(b"")  # not annotated: not a photo of this evaluation
     gt = tmp_path / "gt.csv"
-    gt.write_text(f"image,x1,y1,x2,y2,label\n./a.jpg,170,75,280,185,masked\n{photos / 'sub' / 'b.jpg'},170,75,280,185,masked\n")
+    gt.write_text(f"image,x1,y1,x2,y2,label\n./a.jpg,170,75,280,185,masked\n{photos / 'sub' / 'b.jpg'},232,75,342,185,masked\n")
     out = photos / "report"  # inside IMAGES: its PNGs must not become photos on the next run
     for _ in range(2):
         r = batchmask("evaluate", photos, "--boxes", gt, "--out", out, "-q")
@@ -283,6 +283,12 @@ def test_evaluate_reads_names_as_written_and_only_the_annotated_photos(tmp_path)
     assert r.returncode == 0 and "1 labelled 'face': read as unmasked" in r.stderr.replace("\n", " "), r.stderr
     assert json.loads((tmp_path / "f" / "metrics.json").read_text())["table"]["unmasked"]["identified_wrong"] == 1
     assert "1 ground-truth box labelled 'face' read as unmasked" in (tmp_path / "f" / "report.md").read_text()
+    # only the scored photos' boxes count in the report (the console warning is about the whole file)
+    faces_gt.write_text(f"image,x1,y1,x2,y2,label\na.jpg,170,75,280,185,face\n{photos / 'sub' / 'b.jpg'},232,75,342,185,face\n")
+    r = batchmask("evaluate", photos, "--boxes", faces_gt, "--out", tmp_path / "f", "--predictions", preds, "-q", "--exclude-first", "1")
+    assert r.returncode == 0 and "2 labelled 'face': read as unmasked" in r.stderr.replace("\n", " "), r.stderr
+    report = (tmp_path / "f" / "report.md").read_text()
+    assert "1 ground-truth box labelled 'face' read as unmasked; the first photo by sorted name" in report, report[:600]
     preds.write_text(line + line)
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "-q")
     assert r.returncode == 2 and "p.jsonl:2: image 'a.jpg' was already given on line 1" in r.stderr, r.stderr
@@ -360,10 +366,16 @@ def test_evaluate_redoes_every_row_made_with_other_detector_settings(tmp_path):
     pytest.importorskip("matplotlib", reason="evaluate needs the 'eval' extra")
     photos = tmp_path / "photos"
     photos.mkdir()
-    for name in ("a.jpg", "b.jpg", "c.jpg"):
-        shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", photos / name)
+    # three photos that are not near-duplicates of each other (--exclude-first would leave those out together)
+    cloth = Image.open(SAMPLES / "masks" / "astronaut_cloth.jpg")
+    cloth.save(photos / "a.jpg", quality=95)
+    ImageOps.mirror(cloth).save(photos / "b.jpg", quality=95)
+    wider = Image.new("RGB", (768, 512), (40, 40, 40))
+    wider.paste(cloth, (256, 0))
+    wider.save(photos / "c.jpg", quality=95)
+    face = {"a.jpg": [170, 75, 280, 185], "b.jpg": [232, 75, 342, 185], "c.jpg": [426, 75, 536, 185]}
     gt = tmp_path / "gt.csv"
-    gt.write_text("image,x1,y1,x2,y2,label\n" + "".join(f"{n},170,75,280,185,masked\n" for n in ("a.jpg", "b.jpg", "c.jpg")))
+    gt.write_text("image,x1,y1,x2,y2,label\n" + "".join(f"{n},{','.join(map(str, box))},masked\n" for n, box in face.items()))
     out = tmp_path / "report"
 
     def last_run(*extra):
@@ -393,7 +405,7 @@ def test_evaluate_redoes_every_row_made_with_other_detector_settings(tmp_path):
 
     # predictions for the photos --exclude-first leaves out are not "unknown" photos
     preds = tmp_path / "p.jsonl"
-    preds.write_text("".join(f'{{"image": "{n}", "faces": [{{"box": [170, 75, 280, 185], "det_score": 0.9, "mask_prob": 0.9}}]}}\n'
+    preds.write_text("".join(f'{{"image": "{n}", "faces": [{{"box": {face[n]}, "det_score": 0.9, "mask_prob": 0.9}}]}}\n'
                              for n in ("a.jpg", "b.jpg")))
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "p", "--predictions", preds, "--exclude-first", "1", "--fast", "-q")
     assert r.returncode == 0 and "not annotated photos" not in r.stderr, r.stderr
@@ -701,6 +713,6 @@ def test_face_labels_are_counted_for_the_warning_unless_the_box_is_ignored(tmp_p
     for path in (coco, voc, csv_gt):
         counts: dict = {}
         gt = load_ground_truth(path, counts)
-        assert counts == {"face": 1} and gt["a.jpg"][0][1] == "unmasked", (path, counts)
+        assert counts == {"face": {"a.jpg": 1}} and gt["a.jpg"][0][1] == "unmasked", (path, counts)
         assert ambiguous_label_warning(counts).startswith("1 labelled 'face': read as unmasked")
     assert ambiguous_label_warning({}) is None

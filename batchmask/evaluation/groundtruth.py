@@ -36,21 +36,28 @@ IGNORE = "ignore"
 AMBIGUOUS = {"face"}
 
 
-def _label(raw, where: str, counts: dict | None = None) -> str:
+def _label(raw, where: str, counts: dict | None = None, image: str = "") -> str:
     name = raw.strip().lower() if isinstance(raw, str) else None
     label = ALIASES.get(name)
     if label is None:
         raise GroundTruthError(f"{where}: unknown label {raw!r} (expected one of {', '.join(LABELS)})")
     if counts is not None and name in AMBIGUOUS:
-        counts[name] = counts.get(name, 0) + 1
+        per_image = counts.setdefault(name, {})
+        per_image[image_key(image)] = per_image.get(image_key(image), 0) + 1
     return label
+
+
+def ambiguous_counts(counts: dict, images=None) -> dict[str, int]:
+    """Boxes per ambiguous label name, over all images or only those in `images`."""
+    totals = {name: sum(n for image, n in per.items() if images is None or image in images) for name, per in counts.items()}
+    return {name: n for name, n in sorted(totals.items()) if n}
 
 
 def ambiguous_label_warning(counts: dict) -> str | None:
     """What to tell a user whose ground truth used a label that may not mean what we read."""
     if not counts:
         return None
-    said = ", ".join(f"{n} labelled {name!r}" for name, n in sorted(counts.items()))
+    said = ", ".join(f"{n} labelled {name!r}" for name, n in ambiguous_counts(counts).items())
     return (f"{said}: read as unmasked (the AIZOO data set's name for a face without a mask); if these are plain face "
             "boxes with no mask labels, only the detector figures (recall, precision, false detections) mean anything")
 
@@ -78,7 +85,7 @@ def _box(values: list, where: str) -> list[float]:
 def load_ground_truth(path: str | Path, ambiguous: dict | None = None) -> GroundTruth:
     """Boxes per image name; an error for any malformed entry and for a file with no face at all.
 
-    `ambiguous`, when given, counts the boxes whose label is one of AMBIGUOUS, by name."""
+    `ambiguous`, when given, counts the boxes whose label is one of AMBIGUOUS, by name and image."""
     path = Path(path)
     if path.is_dir():
         gt = _load_voc(path, sorted(p for p in path.rglob("*.xml") if p.is_file()), ambiguous)
@@ -166,7 +173,7 @@ def _load_csv(path: Path, ambiguous: dict | None) -> GroundTruth:
             if key in first_line:
                 raise GroundTruthError(f"{where}: the same box of {row['image']!r} is on line {first_line[key]} already (a face listed twice would count as missed)")
             first_line[key] = start
-            gt[row["image"]].append((box, _label(row["label"], where, ambiguous)))
+            gt[row["image"]].append((box, _label(row["label"], where, ambiguous, row["image"])))
     except csv.Error as e:
         raise GroundTruthError(f"{path}:{start}: not valid CSV ({e})") from None
     return dict(gt)
@@ -199,7 +206,7 @@ def _load_voc(where: Path, files: list[Path], ambiguous: dict | None) -> GroundT
                 raise GroundTruthError(f"{at}: no <bndbox>")
             box = _box([bb.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")], at)
             difficult = (obj.findtext("difficult") or "0").strip() == "1"
-            label = _label(obj.findtext("name") or "", at, None if difficult else ambiguous)
+            label = _label(obj.findtext("name") or "", at, None if difficult else ambiguous, name)
             boxes.append((box, IGNORE if difficult else label))
         gt[name] = boxes
     return gt
@@ -246,6 +253,6 @@ def _load_coco(path: Path, ambiguous: dict | None) -> GroundTruth:
             x, y, w, h = (_number(v) for v in bbox)
         except ValueError:
             raise GroundTruthError(f"{where}: bbox must be 4 finite numbers, got {bbox!r}") from None
-        label = _label(cats[ann["category_id"]], where, None if ann.get("iscrowd") else ambiguous)
+        label = _label(cats[ann["category_id"]], where, None if ann.get("iscrowd") else ambiguous, images[ann["image_id"]])
         gt[images[ann["image_id"]]].append((_box([x, y, x + w, y + h], where), IGNORE if ann.get("iscrowd") else label))
     return gt
