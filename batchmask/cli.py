@@ -713,7 +713,8 @@ def evaluate(
         photos = "photo" if exclude_first == 1 else f"{exclude_first} annotated photos"
         held_out_note += f"; the first {photos} by sorted name (calibration's tuning photos) left out"
         if added:
-            held_out_note += f", with {len(added)} near-duplicate{'s' if len(added) != 1 else ''} of them ({pairs_file})"
+            named = ", ".join(added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else "")
+            held_out_note += f", with {len(added)} near-duplicate{'s' if len(added) != 1 else ''} of them ({pairs_file}: {named})"
     elif near_duplicates is not None:
         err.print("warning: --near-duplicates is used only with --exclude-first (it keeps near-duplicates of the tuning photos out)",
                   style="yellow")
@@ -823,11 +824,14 @@ def _near_duplicate_pairs(boxes: Path, given: Path | None, annotated: dict, firs
     listed = []
     if path is not None:
         if not path.is_file():
-            _fail(f"near-duplicates file not found: {path}", EXIT_USAGE)
+            _fail(f"near-duplicates file {'is not a file' if path.exists() else 'not found'}: {path}", EXIT_USAGE)
         try:
             listed = load_near_duplicates(path)
         except GroundTruthError as e:
             _fail(f"bad near-duplicates file: {e}", EXIT_USAGE)
+        # a name may be written relative to IMAGES or as an absolute path inside it, in either file
+        as_written = {_relative_name(images, name): name for name in annotated}
+        listed = [(as_written.get(_relative_name(images, a), a), as_written.get(_relative_name(images, b), b)) for a, b in listed]
         unknown = unknown_names(annotated, listed)
         if unknown:
             err.print(f"warning: {len(unknown)} photo name{'s' if len(unknown) != 1 else ''} in {path} {'are' if len(unknown) != 1 else 'is'} "
@@ -839,8 +843,15 @@ def _near_duplicate_pairs(boxes: Path, given: Path | None, annotated: dict, firs
     err.print(f"near-duplicate pairs: {where}; "
               + (f"{_count(len(added), 'photo')} join{'s' if len(added) == 1 else ''} the tuning photos as near-duplicates of them"
                  if added else "none crosses the tuning / held-out boundary"))
-    note = " and ".join(([path.name] if path else []) + ["found by comparing the photos"])
+    note = (f"listed in {path.name} or " if path else "") + "found by comparing the photos"
     return pairs, note
+
+
+def _relative_name(images: Path, name: str) -> str:
+    """An annotated photo's name relative to IMAGES when it is an absolute path inside it."""
+    from .evaluation.groundtruth import relative_to_folder
+
+    return relative_to_folder([name], images).get(name, name)
 
 
 def _boxes_outside(images: Path, gt: dict) -> int:

@@ -22,6 +22,8 @@ def test_an_inputs_name_does_not_depend_on_the_other_inputs(tmp_path):
     # inputs of the same name are told apart by as much of their paths as it takes
     assert source_tags([tmp_path / "a" / "x" / "faces", tmp_path / "b" / "x" / "faces", ma]) == ["a/x/faces", "b/x/faces", "ma"]
     assert source_tags([Path("/")]) == ["root"]
+    # no input's name may be the start of another's: `X` and `X/Y` would put both inputs' X/Y/f.jpg on one crop path
+    assert source_tags([tmp_path / "m" / "X" / "Y", tmp_path / "n" / "Y", tmp_path / "o" / "X"]) == ["m/X/Y", "n/Y", "o/X"]
 
 
 def test_near_duplicates_are_found_and_different_photos_are_not(tmp_path):

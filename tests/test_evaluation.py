@@ -308,6 +308,9 @@ def test_near_duplicates_of_tuning_photos_are_not_held_out(tmp_path):
         bad.write_text(text)
         with pytest.raises(GroundTruthError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_near_duplicates(bad)
+    bad.write_text("image_a,image_b,image_a\na,b,c\n")
+    with pytest.raises(GroundTruthError, match="nd.csv:1: column.s. image_a appear more than once"):
+        load_near_duplicates(bad)
     bad.write_text("Image_A,Image_B\n./a.jpg,b.jpg\n\n")
     assert load_near_duplicates(bad) == [("a.jpg", "b.jpg")]
 
@@ -336,7 +339,7 @@ def test_near_duplicates_of_tuning_photos_are_not_held_out(tmp_path):
     (gt_dir / "near_duplicates.csv").write_text("image_a,image_b\nc.jpg,a.jpg\n")
     m, said = held_out()
     assert m["images"] == 1 and "near-duplicate pairs: 1 listed in" in said and "1 photo joins the tuning photos" in said, said
-    assert "left out, with 1 near-duplicate of them (near_duplicates.csv and found by comparing the photos)" in m["source"]
+    assert "left out, with 1 near-duplicate of them (listed in near_duplicates.csv or found by comparing the photos: c.jpg)" in m["source"]
     (gt_dir / "near_duplicates.csv").write_text("image_a,image_b\nb.jpg,c.jpg\n")
     m, said = held_out()
     assert m["images"] == 3 - 1 and "none crosses the tuning / held-out boundary" in said
@@ -350,7 +353,7 @@ def test_near_duplicates_of_tuning_photos_are_not_held_out(tmp_path):
     other.write_text("image_a,image_b\na.jpg,b.jpg\nb.jpg,c.jpg\n")
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
                   "--near-duplicates", other)
-    assert r.returncode == 2 and "and the near-duplicates of those photos (other.csv and found by comparing the photos) leave none of the 3" in r.stderr.replace("\n", " "), r.stderr
+    assert r.returncode == 2 and "and the near-duplicates of those photos (listed in other.csv or found by comparing the photos) leave none of the 3" in r.stderr.replace("\n", " "), r.stderr
     other.write_text("image_a,image_b\na.jpg;b.jpg\n")
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
                   "--near-duplicates", other)
@@ -358,6 +361,15 @@ def test_near_duplicates_of_tuning_photos_are_not_held_out(tmp_path):
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
                   "--near-duplicates", tmp_path / "nope.csv")
     assert r.returncode == 2 and "near-duplicates file not found" in r.stderr
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
+                  "--near-duplicates", tmp_path)
+    assert r.returncode == 2 and "near-duplicates file is not a file" in r.stderr
+    # a photo may be named by its absolute path in either file
+    Image.fromarray((np.random.default_rng(2).random((400, 400, 3)) * 255).astype(np.uint8)).save(photos / "c.jpg")
+    other.write_text(f"image_a,image_b\n{photos / 'a.jpg'},b.jpg\n")
+    r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "--exclude-first", "1",
+                  "--near-duplicates", other, "-q")
+    assert r.returncode == 0 and "not in" not in r.stderr and json.loads((tmp_path / "h" / "metrics.json").read_text())["images"] == 1, r.stderr
     r = batchmask("evaluate", photos, "--boxes", gt, "--out", tmp_path / "h", "--predictions", preds, "-q", "--near-duplicates", other)
     assert r.returncode == 0 and "--near-duplicates is used only with --exclude-first" in r.stderr.replace("\n", " ")
 
@@ -540,8 +552,8 @@ def test_calibrate_chooses_the_best_tnr_within_the_fnr_limit(tmp_path):
     assert "1 photo name in" in said and "'not-in-this-set.jpg'" in said
     meta = json.loads((model / "model.json").read_text())
     choice, sweep = meta["threshold_choice"], meta["threshold_choice"]["sweep"]
-    assert choice["tuning_photos"] == (f"first 30 of boxes.csv by sorted name and 1 near-duplicate of them (pairs.csv and found by comparing "
-                                       f"the photos: {later}), 30 of them readable")
+    assert choice["tuning_photos"] == (f"first 30 of boxes.csv by sorted name and 1 near-duplicate of them (listed in pairs.csv or found by "
+                                       f"comparing the photos: {later}), 30 of them readable")
     assert list(choice["skipped_photos"]) == [first]
     assert len(sweep) == 5 * 2 * 13 and {row["margin"] for row in sweep} == {1.1, 1.15, 1.2, 1.25, 1.3}
     assert {tuple(row["levels"] or ()) for row in sweep} == {(), (1.0, 99.0)}

@@ -101,6 +101,13 @@ def test_data_build_and_crop_evaluation_name_unreadable_and_unwritable_folders(t
 
     r = batchmask_unprivileged("data", "build", "--unmasked", unmasked, "--masked", masked, "--out", locked(tmp_path / "closed") / "data", "-q")
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr and "Permission denied" in r.stderr, r.stderr
+    # an earlier build the user may read but not write: refused before any photo is looked at, the build left as it was
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    os.chmod(data, 0o555)
+    r = batchmask_unprivileged("data", "build", "--unmasked", unmasked, "--masked", masked, "--out", data, "-q", "--seed", str(seed))
+    os.chmod(data, 0o755)
+    assert r.returncode == 1 and "cannot write" in r.stderr and "no face crops" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
 
     locked(data / "test" / "masked" / "more")
     r = batchmask_unprivileged("evaluate", data, "--crops", "--out", tmp_path / "report", "-q")

@@ -204,6 +204,9 @@ def test_a_killed_build_leaves_data_as_the_last_complete_build_made_it(tmp_path)
     assert r.returncode == 0, r.stderr
     assert _crop_files(data) == _listed(data) and len(_listed(data)) == 4
     assert not (data / ".build-pending.txt").exists() and not staged.exists()
+    # the folders of removed crops go too (os.walk lists the emptied ones before their parents)
+    left = [d for split in ("train", "val", "test") for d in (data / split).rglob("*") if d.is_dir()]
+    assert all(any(d.iterdir()) for d in left if len(d.relative_to(data).parts) > 2), left
 
     # killed while moving its crops into place: the next build removes what the pending list names
     stray = "train/unmasked/un/stray.jpg.face0.jpg"

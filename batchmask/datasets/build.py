@@ -17,6 +17,8 @@ import os
 import random
 import re
 import shutil
+import signal
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,8 +100,13 @@ _CROP = re.compile(r"(train|val|test)/(masked|unmasked|incorrect)/.+\.face[0-9]+
 
 def is_build_folder(out: Path) -> bool:
     """Whether OUT holds a data build (its summary.json, or an interrupted first build's crops or pending list)."""
-    if (out / PENDING).is_file() or (out / STAGING).is_dir():
+    if (out / PENDING).is_file():
         return True
+    try:
+        if (out / STAGING).is_dir() and {p.name for p in out.iterdir()} <= {STAGING, LOCK}:
+            return True  # an interrupted first build: its staged crops and lock, nothing else
+    except OSError:
+        return False
     try:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -127,16 +134,25 @@ def _unlink_inside(out: Path, rel: str) -> None:
 
 def source_tags(folders: list[Path]) -> list[str]:
     """Each input folder's name in the build (its crops' folder, and part of its files' split keys):
-    the shortest trailing part of its path that no other input shares, so that adding an unrelated
-    input never renames the others (their photos keep their splits)."""
+    the shortest trailing part of its path that is neither another input's name nor the start of
+    one (`X` beside `X/Y` would put both inputs' `X/Y/f.jpg` on one crop path). Adding an input
+    renames no other unless their paths end alike."""
     parts = [Path(f).resolve().parts[1:] or ("root",) for f in folders]
-    tags = []
-    for mine in parts:
-        k = 1
-        while k < len(mine) and any(other != mine and other[-k:] == mine[-k:] for other in parts):
-            k += 1
-        tags.append("/".join(mine[-k:]))
-    return tags
+    k = [1] * len(parts)
+
+    def tag(i: int) -> tuple[str, ...]:
+        return parts[i][-k[i]:]
+
+    clash = True
+    while clash:
+        clash = False
+        for i in range(len(parts)):
+            for j in range(len(parts)):
+                a, b = tag(i), tag(j)
+                if i != j and b[:len(a)] == a and (k[i] < len(parts[i]) or k[j] < len(parts[j])):
+                    k[i], k[j] = min(k[i] + 1, len(parts[i])), min(k[j] + 1, len(parts[j]))
+                    clash = True
+    return ["/".join(tag(i)) for i in range(len(parts))]
 
 
 def split_groups(entries: list, workers: int | None = None, progress: Callable[[str, dict], None] | None = None) -> tuple[list[str], dict]:
@@ -204,20 +220,7 @@ def build_dataset(
             files = random.Random(f"{seed}:{tag}").sample(files, min(limit, len(files)))
             files.sort(key=lambda f: f.rel)
         entries += [(src, tag, f) for f in files]
-    groups, near = split_groups(entries, workers, progress)
-    tasks, meta = [], {}
-    for (src, tag, f), group in zip(entries, groups):
-        split = assign_split(group, seed)
-        plan = mask_plan(f"{tag}/{f.rel}", seed, mask_share, incorrect_share) if src.label == "unmasked" else None
-        label = src.label if plan is None else ("masked" if plan["wear"] == "correct" else "incorrect")
-        rel = f"{split}/{label}/{tag}/{f.rel}"
-        tasks.append((f.path, rel, plan))
-        meta[rel] = {
-            "split": split, "label": label, "source": tag, "source_file": f.rel,
-            "artificial": plan is not None, "mask_style": plan["style"] if plan else "", "wear": plan["wear"] if plan else "",
-            "group": group,
-        }
-    if not tasks:
+    if not entries:
         raise DatasetError(f"no photos in {', '.join(str(s.folder) for s in sources)}")
     foreign = foreign_content(out)
     if foreign:
@@ -230,9 +233,36 @@ def build_dataset(
     except Timeout:
         raise OutputBusyError(f"{out} is in use by another batchmask data build") from None
     try:
+        _clear_staging(out / STAGING)
+        (out / STAGING).mkdir()  # here, not in the workers: an OUT that cannot be written fails now, with its own error
+        groups, near = split_groups(entries, workers, progress)
+        tasks, meta = [], {}
+        for (src, tag, f), group in zip(entries, groups):
+            split = assign_split(group, seed)
+            plan = mask_plan(f"{tag}/{f.rel}", seed, mask_share, incorrect_share) if src.label == "unmasked" else None
+            label = src.label if plan is None else ("masked" if plan["wear"] == "correct" else "incorrect")
+            rel = f"{split}/{label}/{tag}/{f.rel}"
+            tasks.append((f.path, rel, plan))
+            meta[rel] = {
+                "split": split, "label": label, "source": tag, "source_file": f.rel,
+                "artificial": plan is not None, "mask_style": plan["style"] if plan else "", "wear": plan["wear"] if plan else "",
+                "group": group,
+            }
         return _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread, near)
     finally:
         lock.release()
+
+
+def _remove_empty_folders(out: Path) -> None:
+    """Folders under SPLIT/LABEL/ that removed crops left empty."""
+    for split in ("train", "val", "test"):
+        for dirpath, dirnames, filenames in os.walk(out / split, topdown=False):
+            here = Path(dirpath)
+            if len(here.relative_to(out).parts) > 2 and not filenames and not dirnames:  # SPLIT/LABEL stay
+                try:
+                    here.rmdir()
+                except OSError:
+                    pass
 
 
 def _clear_staging(staging: Path) -> None:
@@ -245,7 +275,6 @@ def _clear_staging(staging: Path) -> None:
 
 def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread: Counter, near: dict) -> dict:
     staging = out / STAGING
-    _clear_staging(staging)
     config = WorkerConfig(
         detector_path=str(default_detector_path()),
         detector=DetectorConfig(scales=(640,), score_threshold=0.3, min_face=8.0, small_face_score=0.3),
@@ -268,6 +297,20 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(failures.items()))
         raise DatasetError(f"no face crops from {len(tasks)} files ({reasons}); {out} is left as it was")
     rows.sort(key=lambda r: r["crop"])
+    # a second or two of renames: Ctrl-C and SIGTERM wait until DATA is one build again (SIGKILL leaves
+    # PENDING, and the next build finishes the job)
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        return _swap_in(rows, out, staging, near, tasks, failures, sources, seed, mask_share, incorrect_share)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+
+
+def _swap_in(rows, out, staging, near, tasks, failures, sources, seed, mask_share, incorrect_share) -> dict:
+    """The staged crops moved into place, metadata.csv and summary.json replaced, the earlier build's other crops removed."""
     earlier, interrupted, made = _listed_crops(out), _pending_crops(out), [r["crop"] for r in rows]
     atomic_write_text(out / PENDING, "".join(f"{n}\n" for n in sorted(interrupted | set(made))))
     for crop in made:  # renames within one file system: a second or two for tens of thousands of crops
@@ -282,6 +325,7 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
     (out / "metadata.csv.tmp").replace(out / "metadata.csv")
     for crop in (earlier | interrupted) - {r["crop"] for r in rows}:  # crops this build did not make: train reads folders
         _unlink_inside(out, crop)
+    _remove_empty_folders(out)
     (out / PENDING).unlink()
     _clear_staging(staging)
     counts = Counter((r["split"], r["label"]) for r in rows)

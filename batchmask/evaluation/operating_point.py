@@ -63,6 +63,10 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
 
     gt = load_ground_truth(boxes)
     names, added = tuning_photos(gt, tuning, near_duplicates)
+    warnings = []
+    if len(names) >= len(gt):
+        warnings.append(f"the {len(names)} tuning photos (the first {min(tuning, len(gt))} and their near-duplicates) are all "
+                        f"{len(gt)} annotated photos: none is left held out for evaluate --exclude-first {tuning}")
     tuning_gt = {k: gt[k] for k in names}
     worker = Worker(WorkerConfig(str(default_detector_path()), str(model)))
     variants = [(m, lv) for m in margins for lv in levels]
@@ -138,7 +142,6 @@ def choose_operating_point(model: Path, images: Path, boxes: Path, tuning: int =
         "skipped_photos": skipped,
         "sweep": rows,
     }
-    warnings = []
     few = {label: counts[label]["ground_truth"] for label in ("masked", "unmasked") if counts[label]["ground_truth"] < FEW_FACES}
     if few:
         warnings.append(f"the tuning photos hold only {' and '.join(f'{n} {label}' for label, n in few.items())} faces >= 16 px: "

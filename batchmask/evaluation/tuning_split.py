@@ -35,6 +35,9 @@ def load_near_duplicates(path: Path) -> list[tuple[str, str]]:
         header = [h.strip().lower() for h in next(reader, None) or []]
         if not header:
             raise GroundTruthError(f"{path}: empty file (expected the header {','.join(COLUMNS)})")
+        doubled = sorted({h for h in header if header.count(h) > 1})
+        if doubled:
+            raise GroundTruthError(f"{path}:1: column(s) {', '.join(doubled)} appear more than once")
         missing = [c for c in COLUMNS if c not in header]
         if missing:
             raise GroundTruthError(f"{path}:1: missing column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
