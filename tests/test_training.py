@@ -219,6 +219,27 @@ def test_a_killed_build_leaves_data_as_the_last_complete_build_made_it(tmp_path)
     assert _crop_files(data) == _listed(data) and not (data / stray).exists()
 
 
+def test_sigterm_while_crops_move_into_place_waits_for_the_moves(tmp_path):
+    """The moves take a moment; a SIGTERM sent as they start is acted on once DATA is one build again."""
+    import signal
+
+    un, ma = tmp_path / "un", tmp_path / "ma"
+    un.mkdir()
+    ma.mkdir()
+    for i in range(60):
+        shutil.copy(SAMPLES / "astronaut.jpg", un / f"u{i:02}.jpg")
+    shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", ma / "m.jpg")
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "batchmask", "data", "build", "--unmasked", str(un), "--masked", str(ma),
+                             "--out", str(data), "-q", "-w", "1"], stderr=subprocess.PIPE, text=True)
+    pending = data / ".build-pending.txt"
+    while proc.poll() is None and not pending.exists():
+        pass
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) in (0, 130)
+    assert not pending.exists() and _crop_files(data) == _listed(data) and len(_listed(data)) == 61
+
+
 def test_a_rebuild_into_a_folder_inside_an_input_does_not_read_its_own_crops(tmp_path):
     (tmp_path / "un").mkdir()
     (tmp_path / "ma").mkdir()

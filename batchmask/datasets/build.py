@@ -21,6 +21,7 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,14 +300,26 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
     rows.sort(key=lambda r: r["crop"])
     # a second or two of renames: Ctrl-C and SIGTERM wait until DATA is one build again (SIGKILL leaves
     # PENDING, and the next build finishes the job)
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    if threading.current_thread() is threading.main_thread():
-        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
+    with _interrupts_deferred():
         return _swap_in(rows, out, staging, near, tasks, failures, sources, seed, mask_share, incorrect_share)
+
+
+@contextmanager
+def _interrupts_deferred():
+    """SIGINT and SIGTERM noted, not acted on, inside the block; acted on (KeyboardInterrupt) after it.
+    Handlers, not a signal mask: a signal blocked in the main thread still reaches Python through any other thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    before = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _swap_in(rows, out, staging, near, tasks, failures, sources, seed, mask_share, incorrect_share) -> dict:
