@@ -628,7 +628,7 @@ def calibrate(
         _fail(f"bad ground truth: {e}", EXIT_USAGE)
     if ambiguous:
         err.print(f"warning: {boxes}: {ambiguous_label_warning(ambiguous)}", style="yellow")
-    pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, tuning, images)
+    pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, tuning, images, quiet)
     with Progress(TextColumn("[bold]calibrate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err, disable=quiet) as bar:
         task = bar.add_task("calibrate", total=None)
@@ -703,7 +703,7 @@ def evaluate(
         _fail(f"--exclude-first {exclude_first} leaves none of the {len(annotated)} annotated photos in {boxes}", EXIT_USAGE)
     held_out_note, excluded = "", set()
     if exclude_first:  # calibrate's tuning photos: the first N of the ground truth's names as written, sorted, and their near-duplicates
-        pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, exclude_first, images)
+        pairs, pairs_file = _near_duplicate_pairs(boxes, near_duplicates, annotated, exclude_first, images, quiet)
         tuning, added = tuning_photos(annotated, exclude_first, pairs)
         if len(tuning) >= len(annotated):
             _fail(f"--exclude-first {exclude_first} and the near-duplicates of those photos ({pairs_file}) leave none of the "
@@ -718,10 +718,6 @@ def evaluate(
     elif near_duplicates is not None:
         err.print("warning: --near-duplicates is used only with --exclude-first (it keeps near-duplicates of the tuning photos out)",
                   style="yellow")
-    scored_ambiguous = ambiguous_counts(ambiguous, set(annotated))  # the photos left out do not count
-    if scored_ambiguous:
-        held_out_note = "; " + ", ".join(f"{n} ground-truth box{'' if n == 1 else 'es'} labelled {name!r} read as unmasked"
-                                         for name, n in scored_ambiguous.items()) + held_out_note
     gt = _names_in(images, annotated)
     absent = sorted(name for name in gt if not (images / name).is_file())
     if len(absent) == len(gt):
@@ -730,6 +726,11 @@ def evaluate(
         err.print(f"warning: {len(absent)} of {len(gt)} annotated photos are not in {images} and are left out of the scores "
                   f"(first: {', '.join(repr(n) for n in absent[:3])})", style="yellow")
     scored = {name: boxes_ for name, boxes_ in gt.items() if name not in absent}
+    # photos left out (tuning photos, photos not in IMAGES) do not count
+    scored_ambiguous = ambiguous_counts(ambiguous, {name for name in annotated if _relative_name(images, name) in scored})
+    if scored_ambiguous:
+        held_out_note = "; " + ", ".join(f"{n} ground-truth box{'' if n == 1 else 'es'} labelled {name!r} read as unmasked"
+                                         for name, n in scored_ambiguous.items()) + held_out_note
     outside = _boxes_outside(images, scored)
     if outside:
         err.print(f"warning: {outside} ground-truth boxes reach beyond their photo (annotations made for another size of these photos?)",
@@ -814,7 +815,7 @@ def evaluate(
     raise typer.Exit(code)
 
 
-def _near_duplicate_pairs(boxes: Path, given: Path | None, annotated: dict, first: int, images: Path) -> tuple[list, str]:
+def _near_duplicate_pairs(boxes: Path, given: Path | None, annotated: dict, first: int, images: Path, quiet: bool = False) -> tuple[list, str]:
     """The near-duplicate pairs that keep photos on the tuning side: those the given file lists (else the
     file beside BOXES) and those found by comparing the photos; said on the console."""
     from .evaluation.groundtruth import GroundTruthError
@@ -840,9 +841,10 @@ def _near_duplicate_pairs(boxes: Path, given: Path | None, annotated: dict, firs
     pairs = listed + found
     added = tuning_photos(annotated, first, pairs)[1]
     where = " and ".join(([f"{len(listed)} listed in {path}"] if path else []) + [f"{len(found)} found by comparing the photos"])
-    err.print(f"near-duplicate pairs: {where}; "
-              + (f"{_count(len(added), 'photo')} join{'s' if len(added) == 1 else ''} the tuning photos as near-duplicates of them"
-                 if added else "none crosses the tuning / held-out boundary"))
+    if not quiet:
+        err.print(f"near-duplicate pairs: {where}; "
+                  + (f"{_count(len(added), 'photo')} join{'s' if len(added) == 1 else ''} the tuning photos as near-duplicates of them"
+                     if added else "none crosses the tuning / held-out boundary"))
     note = (f"listed in {path.name} or " if path else "") + "found by comparing the photos"
     return pairs, note
 

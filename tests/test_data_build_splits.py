@@ -2,6 +2,7 @@
 depend on the other inputs (real files, real builds through the CLI)."""
 
 import csv
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -24,6 +25,11 @@ def test_an_inputs_name_does_not_depend_on_the_other_inputs(tmp_path):
     assert source_tags([Path("/")]) == ["root"]
     # no input's name may be the start of another's: `X` and `X/Y` would put both inputs' X/Y/f.jpg on one crop path
     assert source_tags([tmp_path / "m" / "X" / "Y", tmp_path / "n" / "Y", tmp_path / "o" / "X"]) == ["m/X/Y", "n/Y", "o/X"]
+    # nor on the order the inputs are given in
+    folders = [tmp_path / "kaggle" / "faces", tmp_path / "celeb" / "faces", tmp_path / "mafa" / "faces", tmp_path / "X", tmp_path / "q" / "X" / "Y"]
+    named = dict(zip(folders, source_tags(folders)))
+    assert all(dict(zip(order, source_tags(order))) == named for order in itertools.permutations(folders)), named
+    assert named[tmp_path / "mafa" / "faces"] == "mafa/faces"
 
 
 def test_near_duplicates_are_found_and_different_photos_are_not(tmp_path):
@@ -44,9 +50,9 @@ def test_near_duplicates_are_found_and_different_photos_are_not(tmp_path):
     assert near_duplicate_pairs([flat, (0x0F0F0F0F0F0F0F0F, prints[3][1])]) == []
 
 
-def _names_in_two_splits(tag: str) -> tuple[str, str]:
+def _names_in_two_splits(tag: str, stem: str) -> tuple[str, str]:
     """Two file names whose own split keys (seed 0) land in different splits."""
-    names = [f"photo{i}.jpg" for i in range(50)]
+    names = [f"{stem}{i}.jpg" for i in range(50)]
     first = names[0]
     other = next(n for n in names[1:] if assign_split(group_key(tag, n)) != assign_split(group_key(tag, first)))
     return first, other
@@ -56,11 +62,11 @@ def test_a_build_keeps_near_duplicates_in_one_split(tmp_path):
     un, ma = tmp_path / "un", tmp_path / "ma"
     un.mkdir()
     ma.mkdir()
-    a, b = _names_in_two_splits("un")
+    a, b = _names_in_two_splits("un", "photo")
     shutil.copy(SAMPLES / "astronaut.jpg", un / a)
     Image.open(SAMPLES / "astronaut.jpg").resize((400, 400)).save(un / b, quality=70)  # a re-encoded copy
     shutil.copy(SAMPLES / "chelsea.jpg", un / "cat.jpg")
-    c, _ = _names_in_two_splits("ma")
+    c = next(n for n in (f"masked{i}.jpg" for i in range(50)) if assign_split(group_key("ma", n)) != assign_split(group_key("un", a)))
     shutil.copy(SAMPLES / "masks" / "astronaut_cloth.jpg", ma / c)  # the same photo, masked: one source
     data = tmp_path / "data"
     r = batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", data, "--mask-share", "0", "-q", "-w", "1")
@@ -68,12 +74,12 @@ def test_a_build_keeps_near_duplicates_in_one_split(tmp_path):
     said = r.stderr.replace("\n", " ")
     assert "3 near-duplicate pairs found: 2 files share a split with a near-duplicate in another group" in said, said
     assert "warning: 2 near-duplicate pairs across --masked and --unmasked inputs (the same photo under both labels?)" in said, said
-    rows = {r["source_file"]: r for r in csv.DictReader(open(data / "metadata.csv"))}
-    astronauts = [rows[a], rows[b], rows[c]]
+    rows = {(r["source"], r["source_file"]): r for r in csv.DictReader(open(data / "metadata.csv"))}
+    astronauts = [rows[("un", a)], rows[("un", b)], rows[("ma", c)]]
     assert len({r["split"] for r in astronauts}) == 1 and len({r["group"] for r in astronauts}) == 1
-    assert rows[a]["group"] == min(group_key("un", a), group_key("un", b), group_key("ma", c))
+    assert astronauts[0]["group"] == min(group_key("un", a), group_key("un", b), group_key("ma", c))
     summary = json.loads((data / "summary.json").read_text())["near_duplicates"]
-    assert summary["pairs"] == 3 and summary["files_joined"] == 2 and summary["across_labels_count"] == 2
+    assert summary["pairs"] == 3 and summary["files_joined"] == 2 and summary["across_labels_count"] == 2 and summary["largest_group"] == 3
     assert sorted(map(sorted, summary["across_labels"])) == sorted(sorted([f"un/{x}", f"ma/{c}"]) for x in (a, b))
     # the same command gives the same build
     again = batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", tmp_path / "again", "--mask-share", "0", "-q", "-w", "1")

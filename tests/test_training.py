@@ -222,6 +222,7 @@ def test_a_killed_build_leaves_data_as_the_last_complete_build_made_it(tmp_path)
 def test_sigterm_while_crops_move_into_place_waits_for_the_moves(tmp_path):
     """The moves take a moment; a SIGTERM sent as they start is acted on once DATA is one build again."""
     import signal
+    import time
 
     un, ma = tmp_path / "un", tmp_path / "ma"
     un.mkdir()
@@ -233,8 +234,9 @@ def test_sigterm_while_crops_move_into_place_waits_for_the_moves(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "batchmask", "data", "build", "--unmasked", str(un), "--masked", str(ma),
                              "--out", str(data), "-q", "-w", "1"], stderr=subprocess.PIPE, text=True)
     pending = data / ".build-pending.txt"
-    while proc.poll() is None and not pending.exists():
-        pass
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not pending.exists() and time.monotonic() < deadline:
+        pass  # no sleep: the moves of 61 crops take milliseconds
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) in (0, 130)
     assert not pending.exists() and _crop_files(data) == _listed(data) and len(_listed(data)) == 61

@@ -30,12 +30,12 @@ from filelock import FileLock, Timeout
 from ..detector import DetectorConfig
 from ..engine import make_engine
 from ..models import default_detector_path
+from ..near_duplicates import fingerprints, near_duplicate_pairs
 from ..sources import scan
 from ..sinks import OutputBusyError
 from ..storage import UnsafePathError, atomic_write_json, atomic_write_text, safe_join
 from ..worker import WorkerConfig
 from .masks import INCORRECT_WEIGHTS, STYLES
-from ..near_duplicates import fingerprints, near_duplicate_pairs
 from .splits import assign_split, group_key
 
 CROP_SIZE = 128
@@ -136,24 +136,19 @@ def _unlink_inside(out: Path, rel: str) -> None:
 def source_tags(folders: list[Path]) -> list[str]:
     """Each input folder's name in the build (its crops' folder, and part of its files' split keys):
     the shortest trailing part of its path that is neither another input's name nor the start of
-    one (`X` beside `X/Y` would put both inputs' `X/Y/f.jpg` on one crop path). Adding an input
-    renames no other unless their paths end alike."""
+    one (`X` beside `X/Y` would put both inputs' `X/Y/f.jpg` on one crop path). Each round lengthens
+    every name in a clash at once, so the names do not depend on the order of the inputs; adding
+    an input renames no other unless their paths end alike."""
     parts = [Path(f).resolve().parts[1:] or ("root",) for f in folders]
     k = [1] * len(parts)
-
-    def tag(i: int) -> tuple[str, ...]:
-        return parts[i][-k[i]:]
-
-    clash = True
-    while clash:
-        clash = False
-        for i in range(len(parts)):
-            for j in range(len(parts)):
-                a, b = tag(i), tag(j)
-                if i != j and b[:len(a)] == a and (k[i] < len(parts[i]) or k[j] < len(parts[j])):
-                    k[i], k[j] = min(k[i] + 1, len(parts[i])), min(k[j] + 1, len(parts[j]))
-                    clash = True
-    return ["/".join(tag(i)) for i in range(len(parts))]
+    while True:
+        tags = [p[-n:] for p, n in zip(parts, k)]
+        clashing = {i for i, a in enumerate(tags) for j, b in enumerate(tags) if i != j and (b[:len(a)] == a or a[:len(b)] == b)}
+        grow = [i for i in clashing if k[i] < len(parts[i])]
+        if not grow:
+            return ["/".join(t) for t in tags]
+        for i in grow:
+            k[i] += 1
 
 
 def split_groups(entries: list, workers: int | None = None, progress: Callable[[str, dict], None] | None = None) -> tuple[list[str], dict]:
@@ -163,7 +158,7 @@ def split_groups(entries: list, workers: int | None = None, progress: Callable[[
     keys = [group_key(tag, Path(f.rel).name) for _, tag, f in entries]
     progress = progress or (lambda event, data: None)
     progress("fingerprint", {"done": 0, "total": len(entries)})
-    prints = fingerprints([f.path for _, _, f in entries], threads=workers or os.cpu_count() or 1,
+    prints = fingerprints([f.path for _, _, f in entries], threads=min(workers or os.cpu_count() or 1, os.cpu_count() or 1),
                           progress=lambda done: progress("fingerprint", {"done": done, "total": len(entries)}))
     progress("fingerprint", {"done": len(entries), "total": len(entries)})
     pairs = near_duplicate_pairs(prints)
@@ -183,6 +178,7 @@ def split_groups(entries: list, workers: int | None = None, progress: Callable[[
     across = [(i, j) for i, j in pairs if entries[i][0].label != entries[j][0].label]
     return groups, {
         "pairs": len(pairs),
+        "largest_group": max(Counter(groups).values(), default=0),
         "files_joined": sum(1 for k, g in zip(keys, groups) if k != g),
         "across_labels": [[entries[i][1] + "/" + entries[i][2].rel, entries[j][1] + "/" + entries[j][2].rel] for i, j in across[:20]],
         "across_labels_count": len(across),
@@ -257,6 +253,8 @@ def build_dataset(
 def _remove_empty_folders(out: Path) -> None:
     """Folders under SPLIT/LABEL/ that removed crops left empty."""
     for split in ("train", "val", "test"):
+        if (out / split).is_symlink():
+            continue
         for dirpath, dirnames, filenames in os.walk(out / split, topdown=False):
             here = Path(dirpath)
             if len(here.relative_to(out).parts) > 2 and not filenames and not dirnames:  # SPLIT/LABEL stay
@@ -306,30 +304,42 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
 
 @contextmanager
 def _interrupts_deferred():
-    """SIGINT and SIGTERM noted, not acted on, inside the block; acted on (KeyboardInterrupt) after it.
-    Handlers, not a signal mask: a signal blocked in the main thread still reaches Python through any other thread."""
+    """SIGINT and SIGTERM noted, not acted on, inside the block; handed to the handlers they had
+    after it (Ctrl-C: KeyboardInterrupt; an ignored signal stays ignored). Handlers, not a signal
+    mask: a signal blocked in the main thread still reaches Python through any other thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
-    before = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    caught: list[int] = []
+    before = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            before[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
-    if caught:
-        raise KeyboardInterrupt
+    for sig in dict.fromkeys(caught):
+        handler = before[sig]
+        if callable(handler):
+            handler(sig, None)
+        else:  # the default action (or a handler set outside Python): the signal again, now that it can act
+            os.kill(os.getpid(), sig)
 
 
 def _swap_in(rows, out, staging, near, tasks, failures, sources, seed, mask_share, incorrect_share) -> dict:
     """The staged crops moved into place, metadata.csv and summary.json replaced, the earlier build's other crops removed."""
     earlier, interrupted, made = _listed_crops(out), _pending_crops(out), [r["crop"] for r in rows]
-    atomic_write_text(out / PENDING, "".join(f"{n}\n" for n in sorted(interrupted | set(made))))
-    for crop in made:  # renames within one file system: a second or two for tens of thousands of crops
-        target = safe_join(out, crop)
+    try:
+        moves = [(safe_join(staging, crop), safe_join(out, crop)) for crop in made]
+    except UnsafePathError as e:  # e.g. DATA/train a link to elsewhere: refused before anything moves
+        raise DatasetError(f"{out}: {e}; nothing was moved") from None
+    # every crop DATA may hold until this build is done: the next build removes those it does not make
+    atomic_write_text(out / PENDING, "".join(f"{n}\n" for n in sorted(interrupted | earlier | set(made))))
+    for source, target in moves:  # renames within one file system: a second or two for tens of thousands of crops
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(safe_join(staging, crop), target)
+        os.replace(source, target)
     columns = ["crop", "split", "label", "source", "source_file", "artificial", "mask_style", "wear", "face_width", "det_score", "seed", "group"]
     with open(out / "metadata.csv.tmp", "w", newline="") as f:
         w = csv.DictWriter(f, columns)
@@ -339,8 +349,6 @@ def _swap_in(rows, out, staging, near, tasks, failures, sources, seed, mask_shar
     for crop in (earlier | interrupted) - {r["crop"] for r in rows}:  # crops this build did not make: train reads folders
         _unlink_inside(out, crop)
     _remove_empty_folders(out)
-    (out / PENDING).unlink()
-    _clear_staging(staging)
     counts = Counter((r["split"], r["label"]) for r in rows)
     summary = {
         "inputs": len(tasks),
@@ -359,6 +367,8 @@ def _swap_in(rows, out, staging, near, tasks, failures, sources, seed, mask_shar
         "sources": [{"folder": str(s.folder), "label": s.label} for s in sources],
     }
     atomic_write_json(out / "summary.json", summary)
+    (out / PENDING).unlink()  # last: until here a killed build is cleaned up by the next one
+    _clear_staging(staging)
     return summary
 
 
