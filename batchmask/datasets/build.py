@@ -264,12 +264,13 @@ def _remove_empty_folders(out: Path) -> None:
                     pass
 
 
-def _clear_staging(staging: Path) -> None:
-    """Remove an interrupted build's unmoved crops (STAGING is batchmask's own folder)."""
+def _clear_staging(staging: Path, best_effort: bool = False) -> None:
+    """Remove an interrupted build's unmoved crops (STAGING is batchmask's own folder). `best_effort`:
+    on an interrupt, when Dask workers may still be writing there (the next build clears the rest)."""
     if staging.is_symlink() or staging.is_file():
         staging.unlink()
     elif staging.is_dir():
-        shutil.rmtree(staging)
+        shutil.rmtree(staging, ignore_errors=best_effort)
 
 
 def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers, progress, engine, scheduler, unread: Counter, near: dict) -> dict:
@@ -289,7 +290,7 @@ def _build(tasks, meta, sources, out, seed, mask_share, incorrect_share, workers
     try:
         _run_workers(config, tasks, meta, workers, engine, scheduler, rows, failures, seed, progress)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: DATA is as it was; what this build made goes
-        _clear_staging(staging)
+        _clear_staging(staging, best_effort=True)
         raise
     if not rows:
         _clear_staging(staging)
