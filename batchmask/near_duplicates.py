@@ -80,3 +80,21 @@ def near_duplicate_pairs(prints: Sequence, max_bits: int = MAX_BITS, min_correla
             corr = np.einsum("ij,ij->i", ta, tb) / (spread[a] * spread[b])
             pairs += [(int(idx[i]), int(idx[j])) for i, j in zip(a[corr >= min_correlation], b[corr >= min_correlation])]
     return pairs
+
+
+def joined_groups(keys: Sequence[str], pairs: Sequence[tuple[int, int]]) -> list[str]:
+    """Each item's group once near-duplicate items (index pairs) join their groups (`keys`): the
+    smallest key among those joined, so that the result does not depend on the order of the items."""
+    parent = {k: k for k in keys}
+
+    def root(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for i, j in pairs:
+        a, b = root(keys[i]), root(keys[j])
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return [root(k) for k in keys]

@@ -22,6 +22,7 @@ import numpy as np
 from .classifier import CLASSES, CROP_MARGIN
 from .evaluation.crops import best_balanced_threshold, binary_metrics, three_label_metrics
 from .datasets.splits import assign_split
+from .near_duplicates import fingerprints, joined_groups, near_duplicate_pairs
 from .images import ImageError, is_image_name, load_image
 from .storage import atomic_write_json
 
@@ -102,12 +103,15 @@ def _list_split(data: Path) -> dict[str, list[tuple[Path, int]]]:
     if not any((data / name).is_dir() for name in CLASSES):
         raise TrainingError(f"{data} has neither train/ and val/ nor masked/ and unmasked/ subfolders")
     splits = {"train": [], "val": [], "test": []}
-    for label, name in enumerate(CLASSES):
-        for p, lab in files(data / name, label):
-            s = assign_split(p.relative_to(data).as_posix(), fractions=(0.85, 0.15, 0.0))
-            splits[s].append((p, lab))
+    items = [item for label, name in enumerate(CLASSES) for item in files(data / name, label)]
+    # by file name, with near-duplicate crops (a video's frames, copies) kept on one side
+    keys = [p.relative_to(data).as_posix() for p, _ in items]
+    groups = joined_groups(keys, near_duplicate_pairs(fingerprints([str(p) for p, _ in items])))
+    for (p, lab), group in zip(items, groups):
+        splits[assign_split(group, fractions=(0.85, 0.15, 0.0))].append((p, lab))
     if not splits["val"]:
-        raise TrainingError(f"{data}: too few crops for a validation split (15 % of them, by file name, are held out for early stopping)")
+        raise TrainingError(f"{data}: too few crops for a validation split (15 % of them, by file name and near-duplicates kept "
+                            "together, are held out for early stopping)")
     return splits
 
 

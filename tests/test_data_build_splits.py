@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageEnhance
 
 from batchmask.datasets.build import source_tags
@@ -85,3 +86,23 @@ def test_a_build_keeps_near_duplicates_in_one_split(tmp_path):
     again = batchmask("data", "build", "--unmasked", un, "--masked", ma, "--out", tmp_path / "again", "--mask-share", "0", "-q", "-w", "1")
     assert again.returncode == r.returncode
     assert (tmp_path / "again" / "metadata.csv").read_text() == (data / "metadata.csv").read_text()
+
+
+def test_train_keeps_near_duplicate_crops_of_a_flat_folder_on_one_side(tmp_path):
+    """`train` on DATA/{masked,unmasked}/ (no build) splits by file name: near-duplicates go together."""
+    from batchmask.training import _list_split
+
+    flat = tmp_path / "flat"
+    (flat / "masked").mkdir(parents=True)
+    (flat / "unmasked").mkdir()
+    names = [f"frame{i}.jpg" for i in range(40)]
+    by_name = {n: assign_split(f"masked/{n}", fractions=(0.85, 0.15, 0.0)) for n in names}
+    assert len(set(by_name.values())) == 2  # by name alone these would be on both sides
+    surgical = Image.open(SAMPLES / "masks" / "astronaut_surgical.jpg")
+    for i, n in enumerate(names):
+        surgical.resize((300 + i, 300 + i)).save(flat / "masked" / n, quality=80)  # one photo, re-saved
+    for i in range(20):  # different pictures: some of them fill the validation side
+        Image.fromarray((np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8)).save(flat / "unmasked" / f"{i}.png")
+    splits = _list_split(flat)
+    sides = {s for s, items in splits.items() for p, _ in items if p.parent.name == "masked"}
+    assert len(sides) == 1, {s: len(v) for s, v in splits.items()}

@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from ..detector import DetectorConfig
 from ..engine import make_engine
 from ..models import default_detector_path
-from ..near_duplicates import fingerprints, near_duplicate_pairs
+from ..near_duplicates import fingerprints, joined_groups, near_duplicate_pairs
 from ..sources import scan
 from ..sinks import OutputBusyError
 from ..storage import UnsafePathError, atomic_write_json, atomic_write_text, safe_join
@@ -162,19 +162,7 @@ def split_groups(entries: list, workers: int | None = None, progress: Callable[[
                           progress=lambda done: progress("fingerprint", {"done": done, "total": len(entries)}))
     progress("fingerprint", {"done": len(entries), "total": len(entries)})
     pairs = near_duplicate_pairs(prints)
-    parent = {k: k for k in keys}
-
-    def root(k: str) -> str:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for i, j in pairs:
-        a, b = root(keys[i]), root(keys[j])
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    groups = [root(k) for k in keys]
+    groups = joined_groups(keys, pairs)
     across = [(i, j) for i, j in pairs if entries[i][0].label != entries[j][0].label]
     return groups, {
         "pairs": len(pairs),
