@@ -219,20 +219,26 @@ def test_a_killed_build_leaves_data_as_the_last_complete_build_made_it(tmp_path)
     assert _crop_files(data) == _listed(data) and not (data / stray).exists()
 
 
-def test_sigterm_while_crops_move_into_place_waits_for_the_moves(tmp_path):
-    """The moves take a moment; a SIGTERM sent as they start is acted on once DATA is one build again."""
-    import signal
-    import time
-
+def _start_build(tmp_path, photos: int):
+    """A data build of `photos` copies of the astronaut and one masked photo, started in the background."""
     un, ma = tmp_path / "un", tmp_path / "ma"
     un.mkdir()
     ma.mkdir()
-    for i in range(60):
+    for i in range(photos):
         shutil.copy(SAMPLES / "astronaut.jpg", un / f"u{i:02}.jpg")
     shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", ma / "m.jpg")
     data = tmp_path / "data"
     proc = subprocess.Popen([sys.executable, "-m", "batchmask", "data", "build", "--unmasked", str(un), "--masked", str(ma),
                              "--out", str(data), "-q", "-w", "1"], stderr=subprocess.PIPE, text=True)
+    return data, proc
+
+
+def test_sigterm_while_crops_move_into_place_waits_for_the_moves(tmp_path):
+    """The moves take a moment; a SIGTERM sent as they start is acted on once DATA is one build again."""
+    import signal
+    import time
+
+    data, proc = _start_build(tmp_path, 60)
     pending = data / ".build-pending.txt"
     deadline = time.monotonic() + 120
     while proc.poll() is None and not pending.exists() and time.monotonic() < deadline:
@@ -295,15 +301,7 @@ def test_sigterm_stops_a_data_build_like_ctrl_c(tmp_path):
     import signal
     import time
 
-    un, ma = tmp_path / "un", tmp_path / "ma"
-    un.mkdir()
-    ma.mkdir()
-    for i in range(30):
-        shutil.copy(SAMPLES / "astronaut.jpg", un / f"u{i:02}.jpg")
-    shutil.copy(SAMPLES / "masks" / "astronaut_surgical.jpg", ma / "m.jpg")
-    data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-m", "batchmask", "data", "build", "--unmasked", str(un), "--masked", str(ma),
-                             "--out", str(data), "-q", "-w", "1"], stderr=subprocess.PIPE, text=True)
+    data, proc = _start_build(tmp_path, 30)
     deadline = time.monotonic() + 60
     while not list(data.rglob("*.jpg")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

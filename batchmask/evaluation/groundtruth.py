@@ -133,23 +133,30 @@ def read_text(path: Path) -> str:
         raise GroundTruthError(f"{path}: cannot read ({e.strerror})") from None
 
 
+def csv_header(reader, path: Path, columns: tuple[str, ...]) -> list[str]:
+    """The header row of a CSV file, lower-cased; an error naming the file for a missing, repeated or
+    ';'-separated column (a csv.Error from the reader is the caller's to report)."""
+    header = next(reader, None)
+    if not header:
+        raise GroundTruthError(f"{path}: empty file (expected the header {','.join(columns)})")
+    header = [h.strip().lower() for h in header]
+    if len(header) == 1 and ";" in header[0]:
+        raise GroundTruthError(f"{path}:1: fields separated by ';': expected a comma-separated header {','.join(columns)}")
+    doubled = sorted({h for h in header if header.count(h) > 1})
+    if doubled:
+        raise GroundTruthError(f"{path}:{reader.line_num}: column(s) {', '.join(doubled)} appear more than once")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise GroundTruthError(f"{path}:{reader.line_num}: missing column(s) {', '.join(missing)} (expected {','.join(columns)})")
+    return header
+
+
 def _load_csv(path: Path, ambiguous: dict | None) -> GroundTruth:
     gt: GroundTruth = defaultdict(list)
     reader = csv.reader(io.StringIO(read_text(path), newline=""))
     start = 1
     try:
-        header = next(reader, None)
-        if header is None:
-            raise GroundTruthError(f"{path}: empty file (expected the header {','.join(COLUMNS)})")
-        header = [h.strip().lower() for h in header]
-        if len(header) == 1 and ";" in header[0]:
-            raise GroundTruthError(f"{path}:1: fields separated by ';': expected a comma-separated header {','.join(COLUMNS)}")
-        doubled = sorted({h for h in header if header.count(h) > 1})
-        if doubled:
-            raise GroundTruthError(f"{path}:{reader.line_num}: column(s) {', '.join(doubled)} appear more than once")
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise GroundTruthError(f"{path}:{reader.line_num}: missing column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
+        header = csv_header(reader, path, COLUMNS)
         at = {c: header.index(c) for c in COLUMNS}
         first_line: dict = {}
         while True:

@@ -13,7 +13,7 @@ import csv
 import io
 from pathlib import Path
 
-from .groundtruth import GroundTruthError, image_key, read_text
+from .groundtruth import GroundTruthError, csv_header, image_key, read_text
 
 NEAR_DUPLICATES = "near_duplicates.csv"
 COLUMNS = ("image_a", "image_b")
@@ -32,15 +32,7 @@ def load_near_duplicates(path: Path) -> list[tuple[str, str]]:
     reader = csv.reader(io.StringIO(read_text(path), newline=""))
     pairs = []
     try:
-        header = [h.strip().lower() for h in next(reader, None) or []]
-        if not header:
-            raise GroundTruthError(f"{path}: empty file (expected the header {','.join(COLUMNS)})")
-        doubled = sorted({h for h in header if header.count(h) > 1})
-        if doubled:
-            raise GroundTruthError(f"{path}:1: column(s) {', '.join(doubled)} appear more than once")
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise GroundTruthError(f"{path}:1: missing column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
+        header = csv_header(reader, path, COLUMNS)
         at = [header.index(c) for c in COLUMNS]
         for fields in reader:
             if not fields or fields == [""]:
